@@ -1,0 +1,146 @@
+"""Result shaping shared by the sql and pipelines servers: JSON-safe values, row and byte caps.
+
+Every value is turned into plain JSON deterministically: integers beyond JavaScript's safe range
+and DECIMALs become strings (no silent precision loss), dates and times ISO 8601, intervals ISO
+8601 durations, UUIDs strings, BLOBs base64, NaN and infinities the strings "NaN", "Infinity" and
+"-Infinity", and nested LISTs, STRUCTs and MAPs recursively.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import math
+import uuid
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+_SAFE_INT = 2**53
+
+
+class Column(BaseModel):
+    name: str
+    type: str = Field(description="DuckDB type of the column.")
+
+
+class Rows(BaseModel):
+    """A table-shaped result, capped."""
+
+    columns: list[Column]
+    rows: list[list[Any]] = Field(description="Row values in column order, JSON-safe.")
+    row_count: int = Field(description="Rows returned here.")
+    truncated: bool = Field(description="True when a cap cut the result short.")
+    truncated_reason: Literal["rows", "bytes"] | None = None
+    hint: str | None = Field(None, description="What to do when the result was cut.")
+
+
+def json_value(value: Any) -> Any:
+    """A JSON-safe, deterministic rendering of one DuckDB/pandas value."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value if -_SAFE_INT < value < _SAFE_INT else str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return _iso_duration(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dict):
+        return {str(json_value(k)): json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_value(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return json_value(value.item())
+    if hasattr(value, "isoformat"):  # pandas Timestamp and friends
+        return value.isoformat()
+    return str(value)
+
+
+def _iso_duration(delta: dt.timedelta) -> str:
+    sign = "-" if delta < dt.timedelta(0) else ""
+    delta = abs(delta)
+    seconds = delta.seconds + delta.microseconds / 1e6
+    text = f"{sign}P{delta.days}DT{seconds:g}S" if delta.days else f"{sign}PT{seconds:g}S"
+    return text
+
+
+def cap_rows(
+    columns: Sequence[Column],
+    rows: Iterable[Sequence[Any]],
+    max_rows: int,
+    max_bytes: int,
+) -> Rows:
+    """Take rows until max_rows or max_bytes of serialised JSON; say which cap cut them.
+
+    ``rows`` may hold more than max_rows (callers fetch max_rows + 1 to learn whether there is
+    more); it is consumed lazily.
+    """
+    kept: list[list[Any]] = []
+    size = 2
+    reason: Literal["rows", "bytes"] | None = None
+    for row in rows:
+        if len(kept) == max_rows:
+            reason = "rows"
+            break
+        values = [json_value(v) for v in row]
+        size += len(json.dumps(values, ensure_ascii=False, default=str).encode()) + 1
+        if size > max_bytes:
+            reason = "bytes"
+            break
+        kept.append(values)
+    hint = None
+    if reason == "rows":
+        hint = (
+            f"Only the first {max_rows} rows are shown. Aggregate (GROUP BY, COUNT, AVG), "
+            "filter with WHERE, or add ORDER BY ... LIMIT to see the rows that matter."
+        )
+    elif reason == "bytes":
+        hint = (
+            f"The result passed {max_bytes} bytes after {len(kept)} rows. Select fewer or "
+            "narrower columns, or aggregate."
+        )
+    return Rows(
+        columns=list(columns),
+        rows=kept,
+        row_count=len(kept),
+        truncated=reason is not None,
+        truncated_reason=reason,
+        hint=hint,
+    )
+
+
+def markdown_table(result: Rows) -> str:
+    """The rows as a GitHub-flavoured markdown table, with a line saying when they were cut."""
+    if not result.columns:
+        return "(no columns)"
+    header = "| " + " | ".join(c.name for c in result.columns) + " |"
+    rule = "|" + "|".join("---" for _ in result.columns) + "|"
+    lines = [header, rule]
+    for row in result.rows:
+        cells = [_cell(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    if result.truncated:
+        lines.append(f"\n_{result.row_count} rows shown; truncated by {result.truncated_reason}._")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text.replace("|", "\\|").replace("\n", " ")
