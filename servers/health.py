@@ -1,0 +1,67 @@
+"""Health of the service: named checks for each mount and backend, run together with a deadline.
+
+Local mounts decide readiness; a backend that is down makes the service "degraded", not unready,
+because every other namespace still works.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import anyio
+
+from servers.settings import PROJECT_ROOT
+
+Check = Callable[[], Awaitable[dict]]
+
+
+def project_version() -> str:
+    with open(PROJECT_ROOT / "pyproject.toml", "rb") as file:
+        return tomllib.load(file)["project"]["version"]
+
+
+@dataclass
+class Health:
+    """Checks by name; each returns a dict with at least ``status`` ("up" or "down")."""
+
+    timeout_s: float = 2.0
+    started: float = field(default_factory=time.time)
+    checks: dict[str, tuple[Literal["mount", "backend"], Check]] = field(default_factory=dict)
+
+    def add(self, name: str, kind: Literal["mount", "backend"], check: Check) -> None:
+        self.checks[name] = (kind, check)
+
+    async def report(self) -> dict:
+        """Run every check at once, each bounded by timeout_s; summarise readiness."""
+        results: dict[str, dict] = {}
+
+        async def run(name: str, check: Check) -> None:
+            try:
+                with anyio.fail_after(self.timeout_s):
+                    results[name] = await check()
+            except TimeoutError:
+                results[name] = {"status": "down", "error": f"no answer in {self.timeout_s:g} s"}
+            except Exception as exc:  # a failing check reports down, it never breaks the report
+                results[name] = {"status": "down", "error": type(exc).__name__}
+
+        async with anyio.create_task_group() as group:
+            for name, (_, check) in self.checks.items():
+                group.start_soon(run, name, check)
+        by_kind = {
+            kind: {name: results[name] for name, (k, _) in self.checks.items() if k == kind}
+            for kind in ("mount", "backend")
+        }
+        mounts_up = all(r["status"] == "up" for r in by_kind["mount"].values())
+        backends_up = all(r["status"] == "up" for r in by_kind["backend"].values())
+        status = "ready" if mounts_up and backends_up else "degraded" if mounts_up else "unready"
+        return {
+            "status": status,
+            "version": project_version(),
+            "uptime_s": round(time.time() - self.started, 1),
+            "mounts": by_kind["mount"],
+            "backends": by_kind["backend"],
+        }
