@@ -1,0 +1,113 @@
+"""The composed gateway in memory, in both protocol eras: every namespace lists and answers."""
+
+import pytest
+from fastmcp import Client
+from fastmcp.exceptions import ToolError
+
+from gateway import create_gateway
+from servers.settings import GatewaySettings
+
+LOCAL_TOOLS = {
+    "sql_query",
+    "sql_list_tables",
+    "sql_describe_table",
+    "pipelines_list_pipelines",
+    "pipelines_describe_pipeline",
+    "pipelines_run_pipeline",
+    "pipelines_run_carrier_delays",
+    "pipelines_run_route_profile",
+    "pipelines_run_weather_delays",
+    "admin_status",
+}
+DEMO_TOOLS = {"demo_convert_units", "demo_distance", "demo_convert_time", "demo_countdown"}
+
+
+async def test_every_namespace_lists_its_tools_under_its_prefix(client: Client):
+    names = {tool.name for tool in await client.list_tools()}
+    assert names == LOCAL_TOOLS | DEMO_TOOLS
+
+
+async def test_resources_templates_and_prompts_carry_their_namespace(client: Client):
+    assert [str(r.uri) for r in await client.list_resources()] == ["demo://demo/units"]
+    templates = {t.uri_template for t in await client.list_resource_templates()}
+    assert templates == {"pipelines://pipelines/{name}/dag", "demo://demo/zones/{region}"}
+    assert [p.name for p in await client.list_prompts()] == ["demo_trip_facts"]
+
+
+async def test_read_only_tools_say_so(client: Client):
+    for tool in await client.list_tools():
+        if tool.name.startswith(("sql_", "pipelines_", "admin_")):
+            assert tool.annotations.read_only_hint is True, tool.name
+            assert tool.annotations.open_world_hint is False, tool.name
+
+
+async def test_sql_namespace_answers_a_query_on_the_sample_data(client: Client):
+    result = await client.call_tool(
+        "sql_query", {"sql": "SELECT count(*) AS flights FROM flights WHERE origin = 'JFK'"}
+    )
+    assert result.structured_content["rows"] == [[111279]]
+    assert result.structured_content["columns"] == [{"name": "flights", "type": "BIGINT"}]
+
+
+async def test_pipelines_namespace_runs_a_pipeline(client: Client):
+    result = await client.call_tool("pipelines_run_route_profile", {"origin": "JFK", "dest": "LAX"})
+    summary = result.structured_content["outputs"]["route_summary"]
+    monthly = result.structured_content["outputs"]["route_monthly_flights"]
+    assert summary["flights"] == 11262
+    assert sum(row[1] for row in monthly["rows"]) == 11262
+
+
+async def test_admin_namespace_reports_every_mount_and_backend(client: Client):
+    status = (await client.call_tool("admin_status", {})).structured_content
+    assert status["status"] == "ready"
+    assert set(status["mounts"]) == {"sql", "pipelines"}
+    assert status["backends"]["demo"]["status"] == "up"
+
+
+async def test_proxied_backend_tools_resources_and_prompts_answer(client: Client):
+    converted = await client.call_tool(
+        "demo_convert_units", {"value": 100, "from_unit": "mi", "to_unit": "km"}
+    )
+    assert converted.data == {"value": 160.9344, "unit": "km"}
+    units = await client.read_resource("demo://demo/units")
+    assert '"temperature"' in units[0].text
+    zones = await client.read_resource("demo://demo/zones/Europe")
+    assert "Europe/London" in zones[0].text
+    prompt = await client.get_prompt("demo_trip_facts", {"origin": "JFK", "destination": "LAX"})
+    assert "JFK" in prompt.messages[0].content.text
+
+
+async def test_pipeline_dag_resource_is_mermaid(client: Client):
+    contents = await client.read_resource("pipelines://pipelines/route_profile/dag")
+    text = contents[0].text
+    assert text.startswith("flowchart LR")
+    assert "route_summary" in text
+
+
+async def test_backend_errors_reach_the_client_as_tool_errors(client: Client):
+    with pytest.raises(ToolError, match="cannot convert"):
+        await client.call_tool("demo_convert_units", {"value": 1, "from_unit": "mi", "to_unit": "C"})
+
+
+async def test_unnamespaced_names_are_not_reachable(client: Client):
+    with pytest.raises(ToolError, match="Unknown tool"):
+        await client.call_tool("query", {"sql": "SELECT 1"})
+
+
+async def test_a_gateway_without_backends_serves_the_local_namespaces(data_dir):
+    settings = GatewaySettings.load(data_dir=data_dir, mcpServers={})
+    async with Client(create_gateway(settings)) as client:
+        names = {tool.name for tool in await client.list_tools()}
+        status = (await client.call_tool("admin_status", {})).structured_content
+    assert names == LOCAL_TOOLS
+    assert status["backends"] == {}
+
+
+async def test_a_disabled_backend_is_not_mounted(data_dir):
+    settings = GatewaySettings.load(
+        data_dir=data_dir,
+        mcpServers={"demo": {"command": "python", "args": ["-c", "pass"], "enabled": False}},
+    )
+    async with Client(create_gateway(settings)) as client:
+        names = {tool.name for tool in await client.list_tools()}
+    assert names == LOCAL_TOOLS

@@ -1,0 +1,167 @@
+"""The real gateway process over loopback HTTP: fastmcp clients in both eras, the official MCP SDK
+client, /health and /ready, Host checking, and a clean shutdown that leaves no subprocess behind.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import mcp
+import pytest
+from fastmcp import Client
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from servers.settings import PROJECT_ROOT
+from tests.conftest import free_port, serving, wait_until_serving
+
+pytestmark = pytest.mark.slow
+
+ONE_CALL_PER_NAMESPACE = [
+    ("sql_query", {"sql": "SELECT name FROM airlines WHERE carrier = 'UA'"}),
+    ("pipelines_run_route_profile", {"origin": "EWR", "dest": "ORD"}),
+    ("admin_status", {}),
+    ("demo_distance", {"lat1": 40.6398, "lon1": -73.7789, "lat2": 33.9425, "lon2": -118.4081}),
+]
+
+
+@pytest.fixture(scope="module")
+def gateway_url(data_dir: Path):
+    with serving(["gateway.py"], {"GATEWAY_DATA_DIR": str(data_dir)}) as base:
+        yield base
+
+
+def check_answers(name: str, structured: dict) -> None:
+    if name == "sql_query":
+        assert structured["rows"] == [["United Air Lines Inc."]]
+    elif name == "pipelines_run_route_profile":
+        assert structured["outputs"]["route_summary"]["flights"] > 0
+    elif name == "admin_status":
+        assert structured["backends"]["demo"]["status"] == "up"
+    else:
+        assert 3970 < structured["km"] < 3990  # JFK to LAX
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_fastmcp_client_lists_and_calls_every_namespace_over_http(gateway_url, mode):
+    async with Client(gateway_url + "/mcp", mode=mode) as client:
+        names = {tool.name for tool in await client.list_tools()}
+        assert {name for name, _ in ONE_CALL_PER_NAMESPACE} <= names
+        for name, arguments in ONE_CALL_PER_NAMESPACE:
+            result = await client.call_tool(name, arguments)
+            check_answers(name, result.structured_content)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_official_sdk_client_lists_and_calls_every_namespace(gateway_url, mode):
+    async with mcp.Client(gateway_url + "/mcp", mode=mode) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        assert {name for name, _ in ONE_CALL_PER_NAMESPACE} <= names
+        for name, arguments in ONE_CALL_PER_NAMESPACE:
+            result = await client.call_tool(name, arguments)
+            assert not result.is_error, result.content
+            check_answers(name, result.structured_content)
+
+
+async def test_official_sdk_session_with_the_classic_handshake(gateway_url):
+    async with (
+        streamable_http_client(gateway_url + "/mcp") as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        tools = (await session.list_tools()).tools
+        assert "sql_query" in {tool.name for tool in tools}
+        result = await session.call_tool("sql_query", {"sql": "SELECT 6 * 7 AS answer"})
+        assert result.structured_content["rows"] == [[42]]
+
+
+def test_health_answers_without_revealing_anything(gateway_url):
+    response = httpx.get(gateway_url + "/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_reports_every_mount_and_backend(gateway_url):
+    response = httpx.get(gateway_url + "/ready", timeout=10)
+    assert response.status_code == 200
+    report = response.json()
+    assert report["status"] == "ready"
+    assert {name: m["status"] for name, m in report["mounts"].items()} == {
+        "sql": "up",
+        "pipelines": "up",
+    }
+    assert report["backends"]["demo"]["status"] == "up"
+    assert str(PROJECT_ROOT) not in json.dumps(report)
+
+
+def test_a_forged_host_header_is_refused(gateway_url):
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    headers = {"Host": "evil.example", "Accept": "application/json, text/event-stream"}
+    response = httpx.post(gateway_url + "/mcp", json=initialize, headers=headers)
+    assert response.status_code == 421
+
+
+def test_a_foreign_origin_is_refused(gateway_url):
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    headers = {"Origin": "http://evil.example", "Accept": "application/json, text/event-stream"}
+    response = httpx.post(gateway_url + "/mcp", json=initialize, headers=headers)
+    assert response.status_code == 403
+
+
+def _children(pid: int) -> set[int]:
+    """Every descendant of pid, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_shutdown_on_a_signal_leaves_no_subprocess_behind(data_dir, sig):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "gateway.py", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "GATEWAY_DATA_DIR": str(data_dir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until_serving(process, f"http://127.0.0.1:{port}/health")
+        async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+            await client.call_tool("demo_convert_units", {"value": 1, "from_unit": "km", "to_unit": "m"})
+        children = _children(process.pid)
+        assert children, "the stdio demo backend should be running as a child"
+        process.send_signal(sig)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught.
+        assert process.wait(timeout=15) in (0, -sig)
+        assert "Application shutdown complete" in process.stderr.read().decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in children if _alive(pid)]
