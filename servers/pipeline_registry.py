@@ -145,14 +145,8 @@ def shape_output(value: Any, max_rows: int, max_bytes: int) -> Any:
 
 
 def _no_missing(row: tuple) -> tuple:
-    return tuple(None if _is_missing(v) else v for v in row)
-
-
-def _is_missing(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value)) and not isinstance(value, float)
-    except (TypeError, ValueError):
-        return False
+    # In a DataFrame NaN, NA and NaT all mean "missing": JSON null (SQL results keep NaN).
+    return tuple(None if pd.api.types.is_scalar(v) and pd.isna(v) else v for v in row)
 
 
 def describe(pipeline: LoadedPipeline) -> dict[str, Any]:

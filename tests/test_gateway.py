@@ -86,7 +86,8 @@ async def test_pipeline_dag_resource_is_mermaid(client: Client):
 
 async def test_backend_errors_reach_the_client_as_tool_errors(client: Client):
     with pytest.raises(ToolError, match="cannot convert"):
-        await client.call_tool("demo_convert_units", {"value": 1, "from_unit": "mi", "to_unit": "C"})
+        arguments = {"value": 1, "from_unit": "mi", "to_unit": "C"}
+        await client.call_tool("demo_convert_units", arguments)
 
 
 async def test_unnamespaced_names_are_not_reachable(client: Client):

@@ -14,6 +14,7 @@ import httpx
 import mcp
 import pytest
 from fastmcp import Client
+from fastmcp.client.transports import StdioTransport
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
@@ -151,7 +152,8 @@ async def test_shutdown_on_a_signal_leaves_no_subprocess_behind(data_dir, sig):
     try:
         wait_until_serving(process, f"http://127.0.0.1:{port}/health")
         async with Client(f"http://127.0.0.1:{port}/mcp") as client:
-            await client.call_tool("demo_convert_units", {"value": 1, "from_unit": "km", "to_unit": "m"})
+            arguments = {"value": 1, "from_unit": "km", "to_unit": "m"}
+            await client.call_tool("demo_convert_units", arguments)
         children = _children(process.pid)
         assert children, "the stdio demo backend should be running as a child"
         process.send_signal(sig)
@@ -165,3 +167,18 @@ async def test_shutdown_on_a_signal_leaves_no_subprocess_behind(data_dir, sig):
     while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in children if _alive(pid)]
+
+
+async def test_gateway_over_stdio_serves_every_namespace_like_a_desktop_client(data_dir):
+    transport = StdioTransport(
+        command=sys.executable,
+        args=["gateway.py", "--transport", "stdio"],
+        env={"GATEWAY_DATA_DIR": str(data_dir)},
+        cwd=str(PROJECT_ROOT),
+        keep_alive=False,
+    )
+    async with Client(transport) as client:
+        names = {tool.name for tool in await client.list_tools()}
+        result = await client.call_tool("demo_distance", ONE_CALL_PER_NAMESPACE[3][1])
+    assert {name for name, _ in ONE_CALL_PER_NAMESPACE} <= names
+    check_answers("demo_distance", result.structured_content)
