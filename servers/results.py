@@ -1,9 +1,11 @@
 """Result shaping shared by the sql and pipelines servers: JSON-safe values, row and byte caps.
 
-Every value is turned into plain JSON deterministically: integers beyond JavaScript's safe range
-and DECIMALs become strings (no silent precision loss), dates and times ISO 8601, intervals ISO
-8601 durations, UUIDs strings, BLOBs base64, NaN and infinities the strings "NaN", "Infinity" and
-"-Infinity", and nested LISTs, STRUCTs and MAPs recursively.
+Every value is turned into plain JSON deterministically: integers (HUGEINT included) are numbers
+within JavaScript's safe range (±2^53) and strings beyond it, DECIMALs with a fraction are exact
+strings (no silent precision loss), dates and times ISO 8601 (with
+the offset when there is a time zone), intervals ISO 8601 durations, UUIDs strings, BLOBs base64,
+NaN and infinities the strings "NaN", "Infinity" and "-Infinity", LISTs and STRUCTs JSON arrays
+and objects, and MAPs arrays of [key, value] pairs (keys need not be strings).
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ class Rows(BaseModel):
     hint: str | None = Field(None, description="What to do when the result was cut.")
 
 
+def relation_columns(relation: Any) -> list[Column]:
+    """The columns of a DuckDB relation, with their DuckDB types."""
+    return [
+        Column(name=name, type=str(kind))
+        for name, kind in zip(relation.columns, relation.types, strict=True)
+    ]
+
+
 def json_value(value: Any) -> Any:
     """A JSON-safe, deterministic rendering of one DuckDB/pandas value."""
     if value is None or isinstance(value, bool | str):
@@ -51,11 +61,16 @@ def json_value(value: Any) -> Any:
             return "Infinity" if value > 0 else "-Infinity"
         return value
     if isinstance(value, Decimal):
+        # HUGEINT and integral DECIMALs within the safe range are numbers; others exact strings.
+        if value == value.to_integral_value() and -_SAFE_INT < value < _SAFE_INT:
+            return int(value)
         return str(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
-        return _iso_duration(value)
+        return iso_duration(0, value.days, value.seconds + value.microseconds / 1e6)
+    if hasattr(value, "months") and hasattr(value, "nanoseconds"):  # Arrow month_day_nano
+        return iso_duration(value.months, value.days, value.nanoseconds / 1e9)
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
@@ -71,12 +86,12 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
-def _iso_duration(delta: dt.timedelta) -> str:
-    sign = "-" if delta < dt.timedelta(0) else ""
-    delta = abs(delta)
-    seconds = delta.seconds + delta.microseconds / 1e6
-    text = f"{sign}P{delta.days}DT{seconds:g}S" if delta.days else f"{sign}PT{seconds:g}S"
-    return text
+def iso_duration(months: int, days: int, seconds: float) -> str:
+    """An ISO 8601 duration such as P1M2DT3.5S; each part keeps its own sign, zero is PT0S."""
+    years, months = divmod(months, 12) if months >= 0 else (0, months)
+    date = "".join(f"{n}{unit}" for n, unit in ((years, "Y"), (months, "M"), (days, "D")) if n)
+    time_part = f"T{seconds:.9f}".rstrip("0").rstrip(".") + "S" if seconds else ""
+    return "P" + (date + time_part or "T0S")
 
 
 def cap_rows(

@@ -3,216 +3,300 @@
 Run alone: ``uv run python -m servers.sql`` (stdio) or ``... --transport http --port 8001``.
 """
 
-import time
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Any, Literal
 
-import duckdb
-from fastmcp import FastMCP
+import anyio
+from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
+from fastmcp.prompts import Message
 from fastmcp.tools import ToolResult
-from mcp.types import TextContent, ToolAnnotations
+from mcp.types import InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import Field
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from servers.results import Column, Rows, cap_rows, markdown_table
+from servers.result_store import ResultStore, UnknownResult
+from servers.results import markdown_table
 from servers.settings import GatewaySettings
-from servers.sql_engine import Engine, QueryTimeout, RefusedStatement, check_statement
+from servers.sql_canned import CannedQueryTool, check_canned_queries
+from servers.sql_catalog import CHEAT_SHEET, columns, describe, statistics, tables
+from servers.sql_chart import add_chart_tools
+from servers.sql_engine import Engine, QueryFailed, QueryTimeout
+from servers.sql_gate import RefusedStatement, check_statement
+from servers.sql_query import QueryResult, run_query
+from servers.sql_summary import with_summary
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 
 
-class QueryResult(Rows):
-    elapsed_ms: float = Field(description="Time the database took, in milliseconds.")
+def create_server(
+    settings: GatewaySettings, engine: Engine | None = None, namespace: str | None = None
+) -> FastMCP:
+    """The sql server over engine (opened from settings when not given).
 
-
-def create_server(settings: GatewaySettings, engine: Engine | None = None) -> FastMCP:
-    """The sql server over engine (opened from settings when not given)."""
+    ``namespace`` is the one the server is mounted under, so that the result URIs it hands out
+    are the ones its clients see.
+    """
     engine = engine or Engine.open(settings)
     limits = settings.sql
-    mcp = FastMCP(
-        "sql",
-        instructions=_instructions(engine),
-        mask_error_details=True,
-    )
+    prefix = f"sql://{namespace}/results/" if namespace else "sql://results/"
+    store = ResultStore(settings.data_dir / "results", limits, prefix)
+    with engine.connection.cursor() as cursor:
+        table_names = [t["name"] for t in tables(cursor, None, "names")]
+        check_canned_queries(cursor, limits.canned_queries)
+    mcp = FastMCP("sql", instructions=_instructions(settings, table_names), mask_error_details=True)
 
-    @mcp.tool(annotations=READ_ONLY, output_schema=QueryResult.model_json_schema())
-    async def query(
-        sql: Annotated[str, Field(description="One read-only DuckDB SQL statement.", min_length=1)],
-        max_rows: Annotated[
-            int | None,
-            Field(
-                ge=1,
-                description="Return at most this many rows (can only lower "
-                f"the server's cap of {limits.max_rows}).",
-            ),
-        ] = None,
-        format: Annotated[
-            Literal["json", "markdown"],
-            Field(description="How the text content shows the rows: JSON or a markdown table."),
-        ] = "json",
-        timeout_s: Annotated[
-            float | None,
-            Field(
-                gt=0,
-                description="Stop the query after this many seconds "
-                f"(can only lower the server's {limits.query_timeout_s:g} s).",
-            ),
-        ] = None,
+    async def answer(
+        sql: str,
+        params: dict[str, Any] | None,
+        rows_cap: int,
+        timeout_s: float,
+        format: str,
+        ctx: Context | None,
     ) -> ToolResult:
-        """Run one read-only SQL statement (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE,
-        EXPLAIN) on the DuckDB database and return its columns with types and its rows.
+        result = await guarded(run_query(engine, store, sql, params, rows_cap, timeout_s, ctx))
+        return render(result, format)
 
-        Results are capped in rows and bytes; when a cap cuts the result, `truncated` is true,
-        `truncated_reason` says which cap, and `hint` says how to narrow the query. Writes, file
-        and network access, settings changes and multiple statements are refused.
-        """
-        rows_cap = min(max_rows or limits.max_rows, limits.max_rows)
-        started = time.perf_counter()
-        result = await _run(
-            engine,
-            lambda cursor: _fetch(cursor, sql, rows_cap, limits.max_result_bytes),
-            timeout_s,
-        )
-        answer = QueryResult(
-            **result.model_dump(), elapsed_ms=round((time.perf_counter() - started) * 1000, 3)
-        )
-        text = markdown_table(answer) if format == "markdown" else answer.model_dump_json()
-        return ToolResult(
-            content=[TextContent(type="text", text=text)],
-            structured_content=answer.model_dump(mode="json"),
-        )
+    if limits.allow_ad_hoc_sql:
+
+        @mcp.tool(annotations=READ_ONLY, output_schema=QueryResult.model_json_schema())
+        async def query(
+            sql: Annotated[
+                str, Field(description="One read-only DuckDB SQL statement.", min_length=1)
+            ],
+            ctx: Context,
+            max_rows: Annotated[
+                int | None,
+                Field(ge=1, description=f"At most this many rows (≤ {limits.max_rows})."),
+            ] = None,
+            format: Annotated[
+                Literal["json", "markdown"],
+                Field(description="How the text content shows the rows."),
+            ] = "json",
+            timeout_s: Annotated[
+                float | None,
+                Field(gt=0, description=f"Stop after this many s (≤ {limits.query_timeout_s:g})."),
+            ] = None,
+            summarize: Annotated[
+                bool,
+                Field(
+                    description="Also ask your own model (MCP sampling) for a short summary of "
+                    "the result; useful when it is truncated."
+                ),
+            ] = False,
+        ) -> ToolResult | InputRequiredResult:
+            """Run one read-only SQL statement (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW,
+            SUMMARIZE, EXPLAIN) on the DuckDB database; returns its columns with DuckDB types
+            and its rows as JSON-safe values.
+
+            Results are capped in rows and bytes: when cut, `truncated` is true,
+            `truncated_reason` says which cap, `hint` says how to narrow the query, and `result`
+            is a handle to page through the rest (read_result) or download it. Writes, file and
+            network access, settings changes and multiple statements are refused.
+            """
+            rows_cap = min(max_rows or limits.max_rows, limits.max_rows)
+            budget = min(timeout_s or limits.query_timeout_s, limits.query_timeout_s)
+            result = await guarded(run_query(engine, store, sql, None, rows_cap, budget, ctx))
+            if summarize:
+                result = await with_summary(ctx, sql, result)
+                if isinstance(result, InputRequiredResult):  # 2026-07-28: the client samples
+                    return result
+            return render(result, format)
+
+        @mcp.tool(annotations=READ_ONLY)
+        async def explain(
+            sql: Annotated[str, Field(description="The read-only statement to plan.")],
+        ) -> str:
+            """Show DuckDB's query plan for a read-only statement without running it: the
+            operators, join order and estimated cardinalities. Use it to check a slow query."""
+
+            def plan(cursor) -> str:
+                check_statement(cursor, sql)
+                rows = cursor.sql(f"EXPLAIN {sql}").fetchall()
+                return "\n".join(row[1] for row in rows)
+
+            return await guarded(engine.run(plan))
+
+        add_chart_tools(mcp, engine, settings, guarded)
 
     @mcp.tool(annotations=READ_ONLY)
     async def list_tables(
         pattern: Annotated[
-            str | None,
-            Field(description="Only names matching this SQL LIKE pattern, e.g. 'fl%'."),
+            str | None, Field(description="Only names matching this SQL LIKE pattern, e.g. 'fl%'.")
         ] = None,
         detail: Annotated[
             Literal["names", "summary", "full"],
             Field(
-                description="names: just names; summary: rows, columns and comment; "
-                "full: also every column with its type."
+                description="names: just names; summary: row estimate, column count and "
+                "comment; full: also every column with its type."
             ),
         ] = "summary",
     ) -> list[dict]:
         """List the tables and views of the database with estimated row counts, column counts
         and comments. Start here to learn what data there is."""
-        return await _run(engine, lambda cursor: _tables(cursor, pattern, detail))
+        return await guarded(engine.run(lambda cursor: tables(cursor, pattern, detail)))
 
     @mcp.tool(annotations=READ_ONLY)
     async def describe_table(
         table: Annotated[str, Field(description="A table or view name from list_tables.")],
         sample_rows: Annotated[int, Field(ge=0, le=20, description="Example rows to include.")] = 3,
+        stats: Annotated[
+            bool,
+            Field(
+                description="Also compute per-column statistics (min, max, distinct values, "
+                f"nulls, quartiles) within {limits.stats_timeout_s:g} s."
+            ),
+        ] = False,
     ) -> dict:
         """Describe one table or view: its columns with types, nullability and comments, and a
-        few example rows."""
-        return await _run(
-            engine,
-            lambda cursor: _describe(cursor, table, sample_rows, limits.max_result_bytes),
+        few example rows; with stats=true also SUMMARIZE-style statistics per column (the result
+        says `stats_timed_out` when the time budget cut them short)."""
+        description = await guarded(
+            engine.run(lambda cursor: describe(cursor, table, sample_rows, limits.max_result_bytes))
         )
+        if stats:
+            try:
+                description["stats"] = await engine.run(
+                    lambda cursor: statistics(cursor, table), limits.stats_timeout_s
+                )
+            except QueryTimeout:
+                description["stats"] = None
+                description["stats_timed_out"] = True
+        return description
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def read_result(
+        result_id: Annotated[str, Field(description="The `result.id` of a truncated query.")],
+        offset: Annotated[int, Field(ge=0, description="Index of the first row to return.")] = 0,
+        limit: Annotated[
+            int, Field(ge=1, description=f"Rows to return (≤ {limits.max_rows}).")
+        ] = limits.max_rows,
+    ) -> dict:
+        """Page through a stored query result: rows [offset, offset + limit) with
+        `next_offset` for the following page (null at the end). Stored results expire."""
+        return await read_page(result_id, offset, limit)
+
+    async def read_page(result_id: str, offset: int, limit: int) -> dict:
+        rows = min(limit, limits.max_rows)
+        try:
+            return await _in_thread(store.page, result_id, offset, rows, limits.max_result_bytes)
+        except UnknownResult as exc:
+            raise ToolError(str(exc)) from None
+
+    for name, canned in limits.canned_queries.items():
+        mcp.add_tool(CannedQueryTool.build(name, canned, limits, READ_ONLY, answer))
+
+    @mcp.resource("sql://tables", mime_type="application/json")
+    async def table_list() -> list[dict]:
+        """Every table and view with row estimates, column counts and comments."""
+        return await guarded(engine.run(lambda cursor: tables(cursor, None, "summary")))
+
+    @mcp.resource("sql://tables/{table}/schema", mime_type="application/json")
+    async def table_schema(table: str) -> list[dict]:
+        """The columns of one table: name, type, nullability, comment."""
+        return await guarded(engine.run(lambda cursor: columns(cursor, table, strict=True)))
+
+    @mcp.resource("sql://results/{result_id}{?offset,limit}", mime_type="application/json")
+    async def result_page(result_id: str, offset: int = 0, limit: int = limits.max_rows) -> dict:
+        """One page of a stored query result; `next_offset` names the next page."""
+        return await read_page(result_id, offset, limit)
+
+    @mcp.resource("sql://cheatsheet", mime_type="text/markdown")
+    def cheat_sheet() -> str:
+        """DuckDB SQL idioms that make questions short to answer."""
+        return CHEAT_SHEET
+
+    @mcp.prompt
+    def explore_dataset(
+        focus: Annotated[str | None, Field(description="A topic to focus on, if any.")] = None,
+    ) -> str:
+        """Get to know the database: its tables, what they hold, and questions worth asking."""
+        topic = f" with a focus on {focus}" if focus else ""
+        return (
+            f"Explore this DuckDB database{topic}. Call sql_list_tables, then "
+            "sql_describe_table (with stats=true) on the tables that matter, and run a few "
+            "small aggregate queries with sql_query to learn the data's shape, ranges and "
+            "gaps. Summarise what each table holds, how tables join, data quality issues, "
+            "and five questions this data can answer well."
+        )
+
+    @mcp.prompt
+    def answer_with_sql(
+        question: Annotated[str, Field(description="The question to answer from the data.")],
+    ) -> list[Message]:
+        """Answer a question from the data with SQL, showing the query and its result."""
+        return [
+            Message(
+                f"Answer this question from the database: {question}\n\n"
+                "First check the relevant tables with sql_describe_table. Write one read-only "
+                "DuckDB query that aggregates in SQL (GROUP BY, ORDER BY ... LIMIT) rather "
+                "than fetching raw rows; run it with sql_query. If the result is truncated, "
+                "refine the query instead of paging. Reply with the answer, the SQL you ran, "
+                "and any caveats (NULLs, filters, units)."
+            )
+        ]
+
+    @mcp.custom_route("/sql/results/{name}", methods=["GET"])
+    async def download(request: Request) -> Response:
+        result_id, _, kind = request.path_params["name"].rpartition(".")
+        if kind not in ("csv", "parquet"):
+            return JSONResponse({"error": "ask for <id>.csv or <id>.parquet"}, status_code=404)
+        try:
+            result = await _in_thread(store.wait_done, result_id, limits.query_timeout_s)
+        except UnknownResult as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        filename = f"result-{result_id}.{kind}"
+        disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
+        if kind == "csv":
+            return StreamingResponse(store.csv(result), media_type="text/csv", headers=disposition)
+        path = await _in_thread(store.parquet, result)
+        return FileResponse(path, media_type="application/vnd.apache.parquet", headers=disposition)
 
     return mcp
 
 
-async def _run(engine: Engine, work, timeout_s: float | None = None):
+def render(result: QueryResult, format: str) -> ToolResult:
+    """The result as structured content, and as JSON or a markdown table for the text."""
+    structured = result.model_dump(mode="json")
+    text = markdown_table(result) if format == "markdown" else json.dumps(structured)
+    return ToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+
+
+async def guarded(awaitable):
+    """Await a database call, turning every refusal or failure into an actionable ToolError."""
     try:
-        return await engine.run(work, timeout_s)
+        return await awaitable
     except RefusedStatement as exc:
         raise ToolError(str(exc)) from None
     except QueryTimeout as exc:
         raise ToolError(
-            f"{exc} Narrow it with WHERE, aggregate, or add LIMIT; or check its plan with EXPLAIN."
+            f"{exc} Narrow it with WHERE, aggregate, or add LIMIT; check its plan with explain."
         ) from None
-    except duckdb.Error as exc:
-        raise ToolError(_duckdb_message(exc, engine)) from None
+    except QueryFailed as exc:
+        raise ToolError(str(exc)) from None
 
 
-def _duckdb_message(exc: duckdb.Error, engine: Engine) -> str:
-    """DuckDB's own message (first line), without the host's paths."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    for path in (str(engine.database.resolve().parent), str(engine.database)):
-        text = text.replace(path, "<data>")
-    return text
+async def _in_thread(function, *args):
+    return await anyio.to_thread.run_sync(function, *args)
 
 
-def _fetch(cursor: duckdb.DuckDBPyConnection, sql: str, max_rows: int, max_bytes: int) -> Rows:
-    check_statement(cursor, sql)
-    cursor.execute(sql)
-    columns = [Column(name=d[0], type=str(d[1])) for d in cursor.description or []]
-    return cap_rows(columns, cursor.fetchmany(max_rows + 1), max_rows, max_bytes)
-
-
-_TABLES_SQL = """
-    SELECT t.table_name AS name, t.table_type AS kind, t.comment,
-           coalesce(s.estimated_size, 0) AS row_estimate,
-           (SELECT count(*) FROM duckdb_columns() c
-             WHERE c.table_name = t.table_name AND c.schema_name = t.schema_name) AS columns
-    FROM (
-        SELECT table_name, schema_name, 'table' AS table_type, comment FROM duckdb_tables()
-        UNION ALL
-        SELECT view_name, schema_name, 'view', comment FROM duckdb_views() WHERE NOT internal
-    ) t
-    LEFT JOIN duckdb_tables() s USING (table_name, schema_name)
-    WHERE t.schema_name = current_schema() AND t.table_name ILIKE coalesce(?, '%')
-    ORDER BY t.table_name
-"""
-
-
-def _tables(cursor: duckdb.DuckDBPyConnection, pattern: str | None, detail: str) -> list[dict]:
-    rows = cursor.execute(_TABLES_SQL, [pattern]).fetchall()
-    names = ["name", "kind", "comment", "row_estimate", "columns"]
-    tables = [dict(zip(names, row, strict=True)) for row in rows]
-    if detail == "names":
-        return [{"name": t["name"]} for t in tables]
-    if detail == "full":
-        for table in tables:
-            table["column_list"] = _columns(cursor, table["name"])
-    return tables
-
-
-def _columns(cursor: duckdb.DuckDBPyConnection, table: str) -> list[dict]:
-    rows = cursor.execute(
-        "SELECT column_name, data_type, is_nullable, comment FROM duckdb_columns() "
-        "WHERE table_name = ? AND schema_name = current_schema() ORDER BY column_index",
-        [table],
-    ).fetchall()
-    return [
-        {"name": name, "type": kind, "nullable": nullable, "comment": comment}
-        for name, kind, nullable, comment in rows
-    ]
-
-
-def _describe(
-    cursor: duckdb.DuckDBPyConnection, table: str, sample_rows: int, max_bytes: int
-) -> dict:
-    known = {t["name"]: t for t in _tables(cursor, None, "summary")}
-    if table not in known:
-        raise RefusedStatement(
-            f"There is no table or view named {table!r}. Known: {', '.join(sorted(known))}."
-        )
-    description = {**known[table], "column_list": _columns(cursor, table)}
-    if sample_rows:
-        cursor.execute(f"SELECT * FROM {_identifier(table)} LIMIT {sample_rows}")
-        columns = [Column(name=d[0], type=str(d[1])) for d in cursor.description]
-        description["sample"] = cap_rows(
-            columns, cursor.fetchall(), sample_rows, max_bytes
-        ).model_dump()
-    return description
-
-
-def _identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _instructions(engine: Engine) -> str:
-    limits = engine.settings
-    with engine.connection.cursor() as cursor:
-        tables = [t["name"] for t in _tables(cursor, None, "names")]
+def _instructions(settings: GatewaySettings, table_names: list[str]) -> str:
+    limits = settings.sql
+    mode = (
+        "Ad-hoc SQL is allowed (query, explain)."
+        if limits.allow_ad_hoc_sql
+        else "Only the canned queries can run; ad-hoc SQL is off."
+    )
+    canned = ", ".join(limits.canned_queries) or "none"
     return (
-        "Read-only SQL over a DuckDB database. Tables: "
-        f"{', '.join(tables) or '(none)'}. Start with list_tables and describe_table, then "
-        f"query. Limits: {limits.max_rows} rows and {limits.max_result_bytes} bytes per result, "
-        f"{limits.query_timeout_s:g} s per query; results that hit a cap say truncated=true."
+        f"Read-only SQL over a DuckDB database. Tables: {', '.join(table_names) or '(none)'}. "
+        f"{mode} Canned queries: {canned}. Start with list_tables and describe_table. Limits: "
+        f"{limits.max_rows} rows and {limits.max_result_bytes} bytes per result, "
+        f"{limits.query_timeout_s:g} s per query, memory {limits.memory_limit}; a result that "
+        "hits a cap says truncated=true and gives a handle to page through the rest "
+        f"(kept {limits.results_ttl_s:g} s). Files, network, writes and settings are refused. "
+        "DuckDB SQL tips: the sql://cheatsheet resource."
     )
 
 

@@ -1,43 +1,63 @@
-"""The DuckDB engine: one hardened read-only connection, a statement gate, bounded execution.
+"""The DuckDB engine: one hardened read-only connection and bounded, interruptible execution.
 
-The engine is the security boundary: the database is opened read-only with external access off,
+The engine is the security boundary: the database is opened read-only with external access off
+(only the configured readable directories, and the pipelines' output directory, can be read),
 extensions and Python replacement scans off, memory, threads and spill bounded, a statement
-deadline in the connect config, and the configuration locked. The gate in front of it only
-explains refusals early and clearly. Every call gets a fresh cursor and runs in a worker thread;
-a deadline or a cancelled caller interrupts the query, and the connection serves the next call.
+deadline in the connect config, and the configuration locked. Every call gets a fresh cursor and
+runs in a worker thread; a deadline or a cancelled caller interrupts the query, and the
+connection serves the next call.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import anyio
 import duckdb
 
 from servers.sample_data import ensure_sample_database
-from servers.settings import GatewaySettings, SqlSettings
+from servers.settings import PROJECT_ROOT, GatewaySettings, SqlSettings
+from servers.sql_gate import RefusedStatement, parser_message
 
 T = TypeVar("T")
 
-READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-_WRITE_NODES = ("INSERT", "UPDATE", "DELETE", "MERGE")
-_STOP_POLL_S = 0.05
-
-
-class RefusedStatement(ValueError):
-    """The statement is not allowed; the message says what and why."""
+_STOP_POLL_S = 0.02
+_PROGRESS_CONFIGS = ("enable_progress_bar", "enable_progress_bar_print", "progress_bar_time")
+_MAX_MESSAGE = 600
+# Pipelines save tables under <outputs>/pipeline_outputs/ and name them relative to it. DuckDB
+# checks the name as written against allowed_directories before resolving it through
+# file_search_path, so the relative prefix is allowed too (it would also match a directory of that
+# name in the working directory, which the gateway never creates).
+PIPELINE_OUTPUTS = "pipeline_outputs/"
 
 
 class QueryTimeout(TimeoutError):
     """The statement ran past its deadline and was stopped."""
 
 
+class QueryFailed(RuntimeError):
+    """DuckDB refused or failed the statement; the message is safe to show a client."""
+
+
+@dataclass
+class Detach(Generic[T]):
+    """Returned by work to hand its cursor to a background continuation.
+
+    ``value`` is returned to the caller at once; ``continuation(cursor)`` then runs in a thread of
+    its own (it owns the cursor and must stop when asked through ``stop``) and the cursor is
+    closed after it. Used to keep streaming a large result to storage after the first page.
+    """
+
+    value: T
+    continuation: Callable[[duckdb.DuckDBPyConnection], None]
+
+
 def open_connection(
-    database: Path, settings: SqlSettings, scratch_dir: Path
+    database: Path, settings: SqlSettings, scratch_dir: Path, readable: list[Path]
 ) -> duckdb.DuckDBPyConnection:
     """Open database read-only with every hardening setting applied and the configuration locked."""
     scratch_dir.mkdir(parents=True, exist_ok=True)
@@ -62,11 +82,17 @@ def open_connection(
             return con
         # Runtime SETs, in this order: the temp size is only enforced when SET at runtime, and
         # external access locks itself (and the allowed directories) once turned off.
+        directories = [str(p.resolve()) + "/" for p in readable]
+        allowed = [*directories, PIPELINE_OUTPUTS]
         con.execute(f"SET temp_directory = {sql_literal(str(scratch_dir))}")
         con.execute(
             f"SET max_temp_directory_size = {sql_literal(settings.max_temp_directory_size)}"
         )
+        con.execute(f"SET allowed_directories = [{', '.join(map(sql_literal, allowed))}]")
+        con.execute(f"SET GLOBAL file_search_path = {sql_literal(','.join(directories))}")
         con.execute("SET enable_external_access = false")
+        # Progress reporting is switched on per cursor, only for callers that asked for progress.
+        con.execute(f"SET allowed_configs = [{', '.join(map(sql_literal, _PROGRESS_CONFIGS))}]")
         con.execute("SET lock_configuration = true")
     except Exception:
         con.close()
@@ -81,60 +107,20 @@ def _already_hardened(con: duckdb.DuckDBPyConnection) -> bool:
     return bool(locked) and not external
 
 
-def check_statement(con: duckdb.DuckDBPyConnection, sql: str) -> str:
-    """Return the one read-only statement in sql, or raise RefusedStatement saying why not."""
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.ParserException as exc:
-        raise RefusedStatement(f"The SQL does not parse: {_first_line(exc)}") from None
-    except ValueError:  # a statement type the Python enum does not know, e.g. UPDATE EXTENSIONS
-        raise RefusedStatement("Only read-only SELECT-style statements are allowed.") from None
-    if len(statements) != 1:
-        raise RefusedStatement(
-            f"Send exactly one statement per call; this SQL has {len(statements)}."
-        )
-    kind = statements[0].type
-    if kind not in READ_STATEMENTS:
-        raise RefusedStatement(
-            f"{kind.name} statements are not allowed: the database is read-only and only "
-            "SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE and EXPLAIN are accepted."
-        )
-    if kind == duckdb.StatementType.SELECT:
-        _refuse_writes_inside(con, sql)
-    return sql
-
-
-def _refuse_writes_inside(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Refuse data-modifying CTEs, which DuckDB classifies as SELECT."""
-    tree = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0]
-    for node_type in _node_types(json.loads(tree)):
-        for verb in _WRITE_NODES:
-            if node_type.startswith(verb):
-                raise RefusedStatement(
-                    f"{verb} inside a query (a data-modifying CTE) is not allowed: "
-                    "the database is read-only."
-                )
-
-
-def _node_types(tree: object):
-    if isinstance(tree, dict):
-        if isinstance(tree.get("type"), str) and tree["type"].endswith("_NODE"):
-            yield tree["type"]
-        for value in tree.values():
-            yield from _node_types(value)
-    elif isinstance(tree, list):
-        for value in tree:
-            yield from _node_types(value)
-
-
 class Engine:
     """One hardened connection shared by every caller; a fresh cursor per call."""
 
-    def __init__(self, database: Path, settings: SqlSettings, scratch_dir: Path):
+    def __init__(
+        self, database: Path, settings: SqlSettings, data_dir: Path, readable: list[Path] = ()
+    ):
         self.database = database
         self.settings = settings
-        self.connection = open_connection(database, settings, scratch_dir)
+        self.outputs_dir = data_dir / "outputs"
+        self.outputs_dir.mkdir(parents=True, exist_ok=True)
+        self.readable = [self.outputs_dir, *readable]
+        self.connection = open_connection(database, settings, data_dir / "scratch", self.readable)
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
+        self._hidden_paths = _paths_to_hide(database, data_dir, self.readable)
 
     @classmethod
     def open(cls, settings: GatewaySettings) -> Engine:
@@ -142,7 +128,9 @@ class Engine:
         database = settings.sql.database or ensure_sample_database(settings.data_dir)
         if not Path(database).is_file():
             raise FileNotFoundError(f"the database file {database} does not exist")
-        return cls(Path(database), settings.sql, settings.data_dir / "scratch")
+        return cls(
+            Path(database), settings.sql, settings.data_dir, list(settings.sql.readable_directories)
+        )
 
     def close(self) -> None:
         self.connection.close()
@@ -152,43 +140,138 @@ class Engine:
         await self.run(lambda cursor: cursor.execute("SELECT 1").fetchall(), 2.0)
         return {"status": "up", "database": self.database.name}
 
-    def check(self, sql: str) -> str:
-        with self.connection.cursor() as cursor:
-            return check_statement(cursor, sql)
-
     async def run(
-        self, work: Callable[[duckdb.DuckDBPyConnection], T], timeout_s: float | None = None
+        self,
+        work: Callable[[duckdb.DuckDBPyConnection], T | Detach[T]],
+        timeout_s: float | None = None,
+        progress: Callable[[float], Awaitable[None]] | None = None,
     ) -> T:
         """Run work(cursor) in a worker thread; interrupt it at the deadline or on cancellation.
 
-        At most ``settings.concurrency`` calls run at once. Raises QueryTimeout at the deadline.
+        At most ``settings.concurrency`` calls run at once. ``progress``, when given, is called
+        with DuckDB's estimate (0-100) every ``progress_interval_s`` while the query runs.
+        Raises QueryTimeout at the deadline and QueryFailed (with a client-safe message) when
+        DuckDB refuses or fails the statement.
         """
-        budget = min(timeout_s or self.settings.query_timeout_s, self.settings.query_timeout_s)
+        budget = timeout_s or self.settings.query_timeout_s
         async with self._limiter:
             cursor = self.connection.cursor()
             finished = threading.Event()
+            detached = False
 
-            def call() -> T:
+            def call() -> T | Detach[T]:
                 try:
+                    if progress is not None:
+                        _enable_progress(cursor)
                     return work(cursor)
                 finally:
                     finished.set()
 
             try:
                 with anyio.fail_after(budget):
-                    return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+                    if progress is None:
+                        result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+                    else:
+                        result = await self._with_progress(call, cursor, finished, progress)
+                if isinstance(result, Detach):
+                    detached = True
+                    _continue_in_background(cursor, result.continuation)
+                    return result.value
+                return result
             except TimeoutError:
                 raise QueryTimeout(
                     f"The query ran longer than {budget:g} s and was stopped."
                 ) from None
-            except duckdb.InterruptException:
-                raise QueryTimeout(
-                    f"The query ran longer than {budget:g} s and was stopped."
-                ) from None
+            except duckdb.Error as exc:
+                raise self.translate(exc) from None
             finally:
-                with anyio.CancelScope(shield=True):
-                    await _stop(cursor, finished)
-                cursor.close()
+                if not detached:
+                    with anyio.CancelScope(shield=True):
+                        await _stop(cursor, finished)
+                    cursor.close()
+
+    async def _with_progress(self, call, cursor, finished, progress):
+        """Run call in a thread while reporting the cursor's progress every interval."""
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._report_progress, cursor, finished, progress)
+                result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+                group.cancel_scope.cancel()
+                return result
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    async def _report_progress(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        finished: threading.Event,
+        progress: Callable[[float], Awaitable[None]],
+    ) -> None:
+        while not finished.is_set():
+            await anyio.sleep(self.settings.progress_interval_s)
+            done = cursor.query_progress()
+            if done >= 0 and not finished.is_set():
+                await progress(done)
+
+    def translate(self, exc: duckdb.Error) -> Exception:
+        """A client-safe exception for a DuckDB error: clear wording, no host paths."""
+        if isinstance(exc, duckdb.InterruptException):
+            # Our own deadline surfaces as TimeoutError; this is the engine's statement limit.
+            return QueryTimeout(
+                f"The query ran longer than {self.settings.query_timeout_s:g} s (the limit for "
+                "one statement) and was stopped."
+            )
+        if isinstance(exc, duckdb.ParserException):
+            return RefusedStatement(f"The SQL does not parse. {self.scrub(parser_message(exc))}")
+        if isinstance(exc, duckdb.PermissionException):
+            return RefusedStatement(
+                "Files and network locations cannot be read, except inside the directories the "
+                f"server allows. DuckDB said: {self.scrub(str(exc))}"
+            )
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            return QueryFailed(
+                f"The query ran out of memory (limit {self.settings.memory_limit}). Aggregate, "
+                "filter with WHERE, or select fewer columns."
+            )
+        if "read-only" in str(exc):
+            return RefusedStatement(f"The database is read-only. {self.scrub(str(exc))}")
+        return QueryFailed(self.scrub(str(exc)))
+
+    def scrub(self, text: str) -> str:
+        """Replace the server's own paths with placeholders and bound the length."""
+        for path, placeholder in self._hidden_paths:
+            text = text.replace(path, placeholder)
+        text = text.strip()
+        return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
+
+
+def _paths_to_hide(database: Path, data_dir: Path, readable: list[Path]) -> list[tuple[str, str]]:
+    pairs = [(str(database.resolve()), "<database>"), (str(database), "<database>")]
+    pairs += [(str(p.resolve()), "<readable>") for p in readable]
+    pairs += [(str(data_dir.resolve()), "<data>"), (str(PROJECT_ROOT), "<server>")]
+    pairs += [(str(Path.home()), "<home>")]
+    # Longest first, so a path is replaced before any of its parents.
+    return sorted(set(pairs), key=lambda pair: len(pair[0]), reverse=True)
+
+
+def _enable_progress(cursor: duckdb.DuckDBPyConnection) -> None:
+    cursor.execute("SET enable_progress_bar_print = false")
+    cursor.execute("SET enable_progress_bar = true")
+    cursor.execute("SET progress_bar_time = 0")
+
+
+def _continue_in_background(
+    cursor: duckdb.DuckDBPyConnection, continuation: Callable[[duckdb.DuckDBPyConnection], None]
+) -> None:
+    def run() -> None:
+        try:
+            continuation(cursor)
+        finally:
+            cursor.close()
+
+    threading.Thread(target=run, name="result-spool", daemon=True).start()
 
 
 async def _stop(cursor: duckdb.DuckDBPyConnection, finished: threading.Event) -> None:
@@ -202,5 +285,5 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0]
+def sql_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,194 @@
+"""sql_query through the gateway vs raw DuckDB in Python, on the same queries and data, in one run.
+
+    uv run python bench/bench_sql.py [--quick]
+
+Measures (1) added latency per query, in memory and over loopback HTTP, for a sub-millisecond
+query, a few-millisecond aggregate and a ~100 ms query; (2) a fast query's p99 while one 20 s
+query runs, against idle; (3) time to the first page and memory growth for a 10-million-row
+result. Prints a JSON report; docs/benchmarks.md records a run.
+"""
+
+import argparse
+import asyncio
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+from fastmcp import Client, FastMCP
+from fastmcp.tools import ToolResult
+from mcp.types import TextContent
+
+from bench.common import gateway_process, machine, rss_mb, summary
+from gateway import create_gateway
+from servers.sample_data import ensure_sample_database
+from servers.settings import GatewaySettings
+from servers.sql_query import QueryResult
+
+QUERIES = {
+    "trivial (SELECT 42)": "SELECT 42",
+    "lookup (1 airline)": "SELECT name FROM airlines WHERE carrier = 'UA'",
+    "aggregate (delays by carrier)": (
+        "SELECT carrier, count(*), avg(dep_delay) FROM flights GROUP BY carrier ORDER BY carrier"
+    ),
+    "~100 ms (flights x weather)": (
+        "SELECT f.origin, f.carrier, round(avg(w.visib), 2) AS visib, avg(f.dep_delay) AS delay "
+        "FROM flights f JOIN weather w USING (origin, time_hour) "
+        "JOIN planes p USING (tailnum) GROUP BY ALL ORDER BY ALL"
+    ),
+}
+LONG_QUERY = "SELECT count(*) FROM range(1000000000000) t(x) WHERE x % 7 = 3"
+
+
+def raw_duckdb(database: Path, sql: str, n: int) -> list[float]:
+    """The baseline: a plain read-only connection, a cursor per call, fetch everything."""
+    con = duckdb.connect(str(database), read_only=True)
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        cursor = con.cursor()
+        cursor.execute(sql).fetchall()
+        cursor.close()
+        samples.append(time.perf_counter() - started)
+    con.close()
+    return samples
+
+
+async def through(client: Client, sql: str, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await client.call_tool("sql_query", {"sql": sql})
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def trivial_gateway() -> FastMCP:
+    """fastmcp's own floor: a tool that returns a QueryResult-shaped constant, through a mount."""
+    server = FastMCP("floor")
+    constant = {
+        "columns": [{"name": "42", "type": "INTEGER"}],
+        "rows": [[42]],
+        "row_count": 1,
+        "truncated": False,
+        "truncated_reason": None,
+        "hint": None,
+        "elapsed_ms": 0.0,
+        "result": None,
+        "summary": None,
+        "summary_note": None,
+    }
+
+    @server.tool(output_schema=QueryResult.model_json_schema())
+    async def query(sql: str) -> ToolResult:
+        return ToolResult(
+            content=[TextContent(type="text", text=json.dumps(constant))],
+            structured_content=constant,
+        )
+
+    gateway = FastMCP("gateway")
+    gateway.mount(server, namespace="sql")
+    return gateway
+
+
+async def latency(database: Path, settings: GatewaySettings, url: str, n: int) -> dict:
+    async with Client(trivial_gateway()) as floor:
+        await through(floor, "SELECT 42", 20)
+        report = {
+            "fastmcp floor (constant tool, same schema, one mount)": {
+                "in_memory": summary(await through(floor, "SELECT 42", n))
+            }
+        }
+    gateway = create_gateway(settings)
+    async with Client(gateway) as memory, Client(url) as http, Client(url, mode="legacy") as old:
+        for name, sql in QUERIES.items():
+            runs = n if "100 ms" not in name else max(20, n // 10)
+            for client in (memory, http, old):
+                await through(client, sql, 5)  # warm up
+            raw_duckdb(database, sql, 5)
+            row = {
+                "raw_duckdb": summary(raw_duckdb(database, sql, runs)),
+                "in_memory": summary(await through(memory, sql, runs)),
+                "http_auto": summary(await through(http, sql, runs)),
+                "http_legacy": summary(await through(old, sql, runs)),
+            }
+            base = row["raw_duckdb"]["p50_ms"]
+            for path in ("in_memory", "http_auto", "http_legacy"):
+                row[path]["added_p50_ms"] = round(row[path]["p50_ms"] - base, 3)
+                row[path]["ratio_p50"] = round(row[path]["p50_ms"] / base, 3)
+            report[name] = row
+    return report
+
+
+async def isolation(url: str, n: int) -> dict:
+    async with Client(url) as client:
+        idle = await through(client, "SELECT 42", n)
+        busy_task = asyncio.create_task(
+            client.call_tool("sql_query", {"sql": LONG_QUERY, "timeout_s": 20})
+        )
+        await asyncio.sleep(1)  # let the long query start
+        busy = await through(client, "SELECT 42", n)
+        busy_task.cancel()
+    result = {"idle": summary(idle), "one_20s_query_running": summary(busy)}
+    result["p99_ratio"] = round(
+        result["one_20s_query_running"]["p99_ms"] / result["idle"]["p99_ms"], 2
+    )
+    return result
+
+
+async def big_result(settings: GatewaySettings) -> dict:
+    gateway = create_gateway(settings)
+    async with Client(gateway) as client:
+        await client.call_tool("sql_query", {"sql": "SELECT 1"})
+        before = rss_mb()
+        started = time.perf_counter()
+        page = await client.call_tool(
+            "sql_query",
+            {
+                "sql": "SELECT range AS id, range * 2 AS twice, 'row ' || range AS label "
+                "FROM range(10000000)"
+            },
+        )
+        first_page_s = time.perf_counter() - started
+        handle = page.structured_content["result"]
+        started = time.perf_counter()
+        last = await client.call_tool(
+            "sql_read_result", {"result_id": handle["id"], "offset": 9_999_500}
+        )
+        last_page_s = time.perf_counter() - started
+        peak = rss_mb()
+    return {
+        "first_page_s": round(first_page_s, 3),
+        "last_page_after_s": round(last_page_s, 3),
+        "last_row": last.structured_content["rows"][-1][0],
+        "rss_growth_mb": round(peak - before, 1),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    n = 100 if args.quick else 400
+    with tempfile.TemporaryDirectory() as scratch:
+        data_dir = Path(scratch)
+        database = ensure_sample_database(data_dir)
+        shutil.copyfile(database, data_dir / "raw.duckdb")  # the baseline opens its own copy
+        env = {"GATEWAY_DATA_DIR": scratch, "GATEWAY_SQL__QUERY_TIMEOUT_S": "30"}
+        settings = GatewaySettings.load(
+            data_dir=data_dir, mcpServers={}, sql={"query_timeout_s": 30}
+        )
+        with gateway_process({**env, "GATEWAY_MCPSERVERS": "{}"}) as url:
+            report = {
+                "machine": machine(),
+                "latency": await latency(data_dir / "raw.duckdb", settings, url, n),
+                "isolation": await isolation(url, n),
+            }
+        report["big_result"] = await big_result(settings)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
