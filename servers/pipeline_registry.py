@@ -1,5 +1,6 @@
-"""Pure functions over the pipeline registry: build and validate each Hamilton dataflow at start-up,
-describe it, check a caller's inputs and outputs, run it, and shape its results.
+"""Pure functions over the pipeline registry: build and validate each Hamilton dataflow at start-up
+(with the settings' per-pipeline overrides), publish its input schema, describe it, check a
+caller's inputs and outputs, and shape its results. Runs happen in servers/pipeline_worker.py.
 
 A pipeline module is plain typed functions (Hamilton style) plus an ``Inputs`` pydantic model
 naming its user inputs; the data comes through the injected external input ``db``, a hardened
@@ -9,7 +10,7 @@ read-only DuckDB cursor. Nothing here knows about MCP.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
@@ -18,8 +19,9 @@ import pandas as pd
 from hamilton import driver
 from pydantic import BaseModel, ValidationError
 
-from pipelines import Pipeline
+from pipelines import ENGINES, Pipeline
 from servers.results import Column, Rows, cap_rows, json_value
+from servers.settings import PipelineOverride
 
 INJECTED = {"db": duckdb.DuckDBPyConnection}
 
@@ -44,13 +46,43 @@ class LoadedPipeline:
         return (self.module.__doc__ or self.name).strip()
 
 
-def load_registry(registry: Mapping[str, Pipeline]) -> dict[str, LoadedPipeline]:
-    """Build and validate every pipeline; the first broken one raises PipelineError naming it."""
-    return {name: load_pipeline(name, spec) for name, spec in registry.items()}
+def load_registry(
+    registry: Mapping[str, Pipeline], overrides: Mapping[str, PipelineOverride] | None = None
+) -> dict[str, LoadedPipeline]:
+    """Build and validate every pipeline, with the settings' run options applied; the first
+    broken one raises PipelineError naming it."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(registry))
+    if unknown:
+        raise PipelineError(
+            f"settings pipelines.overrides name unknown pipelines {unknown}; "
+            f"registered: {', '.join(registry)}"
+        )
+    return {
+        name: load_pipeline(name, with_override(spec, overrides.get(name)))
+        for name, spec in registry.items()
+    }
+
+
+def with_override(spec: Pipeline, override: PipelineOverride | None) -> Pipeline:
+    """The registry entry with the settings' per-pipeline options laid over it."""
+    if override is None:
+        return spec
+    changes = {
+        "timeout_s": override.run_timeout_s,
+        "concurrency": override.concurrency,
+        "engine": override.engine,
+        "cache": override.cache,
+    }
+    return replace(spec, **{k: v for k, v in changes.items() if v is not None})
 
 
 def load_pipeline(name: str, spec: Pipeline) -> LoadedPipeline:
     where = f"pipeline {name!r} (module {spec.module.__name__})"
+    if spec.engine not in ENGINES:
+        raise PipelineError(
+            f"{where} names engine {spec.engine!r}; choose one of {', '.join(ENGINES)}"
+        )
     try:
         dr = driver.Builder().with_modules(spec.module).build()
     except Exception as exc:
@@ -73,11 +105,42 @@ def load_pipeline(name: str, spec: Pipeline) -> LoadedPipeline:
             f"{where}: `Inputs` must declare exactly the DAG's external inputs; "
             f"missing {sorted(external - declared)}, extra {sorted(declared - external)}"
         )
+    problems = _input_problems(inputs, variables)
+    if problems:
+        raise PipelineError(f"{where}: {'; '.join(problems)}")
     try:
         dr.validate_execution(list(spec.outputs), inputs=_placeholder_inputs(external))
     except Exception as exc:
         raise PipelineError(f"{where} does not validate: {exc}") from None
     return LoadedPipeline(name, spec, dr, inputs)
+
+
+def _input_problems(inputs: type[BaseModel], variables: dict) -> list[str]:
+    """Each declared input must have the DAG's type and a description (the LLM reads it)."""
+    problems = []
+    for name, field in inputs.model_fields.items():
+        dag_type = variables[name].type
+        if field.annotation != dag_type:
+            problems.append(
+                f"input {name!r} is {_type_name(field.annotation)} in `Inputs` but the "
+                f"functions take {_type_name(dag_type)}"
+            )
+        elif not (field.description or "").strip():
+            problems.append(
+                f"input {name!r} has no description in `Inputs` (add Field(description=...))"
+            )
+    return problems
+
+
+def input_schema(pipeline: LoadedPipeline) -> dict[str, Any]:
+    """The JSON schema of a pipeline's inputs, as its run tool's parameters: types, formats,
+    defaults, descriptions, allowed values; no other properties accepted."""
+    schema = pipeline.inputs.model_json_schema()
+    schema.pop("title", None)
+    schema.pop("description", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    return {**schema, "additionalProperties": False}
 
 
 def _placeholder_inputs(names: set[str]) -> dict[str, Any]:
@@ -124,13 +187,6 @@ def describe_inputs(pipeline: LoadedPipeline) -> str:
     return ", ".join(parts) or "no inputs"
 
 
-def execute(
-    pipeline: LoadedPipeline, cursor: duckdb.DuckDBPyConnection, inputs: dict, outputs: list[str]
-) -> dict[str, Any]:
-    """Run the pipeline for outputs with the cursor injected as ``db``."""
-    return pipeline.driver.execute(outputs, inputs={**inputs, "db": cursor})
-
-
 def shape_output(value: Any, max_rows: int, max_bytes: int) -> Any:
     """DataFrames become capped Rows (like sql results); everything else plain JSON."""
     if isinstance(value, pd.DataFrame):
@@ -174,8 +230,10 @@ def describe(pipeline: LoadedPipeline) -> dict[str, Any]:
     return {
         "name": pipeline.name,
         "description": pipeline.description,
-        "inputs": pipeline.inputs.model_json_schema(),
+        "inputs": input_schema(pipeline),
         "outputs": list(pipeline.spec.outputs),
+        "engine": pipeline.spec.engine,
+        "cached": pipeline.spec.cache,
         "nodes": nodes,
         "lineage": lineage,
         "mermaid": mermaid(pipeline),

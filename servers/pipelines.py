@@ -1,48 +1,78 @@
-"""The pipelines server: registered Hamilton dataflows as typed tools.
+"""The pipelines server: registered Hamilton dataflows as typed, cancellable, observable tools.
+
+Runs happen in separate worker processes (``servers/pipeline_runs.py``), so the event loop
+never blocks and a run that passes its deadline or is cancelled is killed, not abandoned.
+Progress is reported node by node. Run tools are background-task capable: clients that speak
+the tasks extension get a task, others a synchronous run; ``start_run``, ``get_run`` and
+``cancel_run`` give any client background runs.
 
 Run alone: ``uv run python -m servers.pipelines`` (stdio) or ``... --transport http --port 8002``.
 """
 
 import logging
+import time
+import uuid
 from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-import duckdb
-from fastmcp import FastMCP
+from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
+from fastmcp.server.dependencies import OptionalCurrentContext
 from fastmcp.tools import Tool, ToolResult
+from fastmcp.utilities.tasks import TaskConfig
+from fastmcp_tasks import TasksExtension
+from fastmcp_tasks.creation import create_task
+from fastmcp_tasks.handlers import tasks_cancel, tasks_get
+from mcp.shared.exceptions import MCPError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from pipelines import Pipeline, registry
+from servers.pipeline_chart import add_pipeline_chart_tool
 from servers.pipeline_registry import (
     LoadedPipeline,
     PipelineError,
     check_call,
     describe,
     describe_inputs,
-    execute,
+    input_schema,
     load_registry,
     mermaid,
     shape_output,
 )
+from servers.pipeline_runs import RunWorkers
+from servers.pipeline_worker import Job, PipelinePlan, RunFailed, WorkerSpec
+from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
-from servers.sql_engine import Engine, QueryTimeout
+from servers.sql_engine import Engine
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
+# Clients that speak the tasks extension get a task; they poll it, backing off up to this.
+BACKGROUND = TaskConfig(mode="optional", poll_interval=timedelta(milliseconds=200))
 
 
 class Runner:
-    """Runs pipelines on the engine, a bounded number at a time, within the run timeout."""
+    """Runs pipelines on worker processes within each pipeline's timeout and concurrency."""
 
     def __init__(
-        self, settings: GatewaySettings, engine: Engine, loaded: dict[str, LoadedPipeline]
+        self, settings: GatewaySettings, database: Path, loaded: dict[str, LoadedPipeline]
     ):
         self.settings = settings
-        self.engine = engine
         self.loaded = loaded
-        self._limiter = anyio.CapacityLimiter(settings.pipelines.concurrency)
+        defaults = settings.pipelines
+        self._limiters = {
+            name: anyio.CapacityLimiter(p.spec.concurrency or defaults.concurrency)
+            for name, p in loaded.items()
+        }
+        plans = {
+            name: PipelinePlan(p.module.__name__, p.spec.engine, p.spec.cache)
+            for name, p in loaded.items()
+        }
+        spec = WorkerSpec(database, settings.sql, defaults, settings.data_dir, plans)
+        self.workers = RunWorkers(spec, defaults.concurrency)
 
     def get(self, name: str) -> LoadedPipeline:
         if name not in self.loaded:
@@ -51,69 +81,146 @@ class Runner:
             )
         return self.loaded[name]
 
+    def timeout_s(self, pipeline: LoadedPipeline) -> float:
+        return pipeline.spec.timeout_s or self.settings.pipelines.run_timeout_s
+
     async def run(
-        self, name: str, inputs: Mapping[str, Any] | None, outputs: list[str] | None
+        self,
+        name: str,
+        inputs: Mapping[str, Any] | None,
+        outputs: list[str] | None,
+        ctx: Context | None,
+        max_rows: int | None = None,
+        max_bytes: int | None = None,
     ) -> dict[str, Any]:
+        """Check the call, run it on a worker within the pipeline's timeout and concurrency
+        (reporting progress to ctx), and return its shaped result; ToolError otherwise.
+
+        Tables are capped at the sql limits unless max_rows/max_bytes say otherwise (a chart
+        asks for up to its points cap)."""
         pipeline = self.get(name)
         try:
             values, chosen = check_call(pipeline, inputs, outputs)
         except PipelineError as exc:
             raise ToolError(str(exc)) from None
-        timeout = self.settings.pipelines.run_timeout_s
-        try:
-            async with self._limiter:
-                results = await self.engine.run(
-                    lambda cursor: execute(pipeline, cursor, values, chosen), timeout
-                )
-        except QueryTimeout:
-            raise ToolError(
-                f"Pipeline {name!r} ran longer than {timeout:g} s and was stopped. "
-                "Narrow its inputs (a shorter date range, one origin)."
-            ) from None
-        except (ValueError, duckdb.Error) as exc:
-            raise ToolError(f"Pipeline {name!r} failed: {str(exc).splitlines()[0]}") from None
         limits = self.settings.sql
-        return {
+        job = Job(
+            name,
+            values,
+            chosen,
+            max_rows or limits.max_rows,
+            max_bytes or limits.max_result_bytes,
+            self.settings.pipelines.persist_results,
+        )
+        report = _Reporter(ctx, name)
+        timeout = self.timeout_s(pipeline)
+        started = time.perf_counter()
+        await report.log(f"Running pipeline {name} for {', '.join(chosen)}.")
+        try:
+            with anyio.fail_after(timeout):
+                async with self._limiters[name]:
+                    answer = await self.workers.run(job, report.progress)
+        except TimeoutError:
+            raise ToolError(
+                f"Pipeline {name!r} ran longer than {timeout:g} s and was stopped (its worker "
+                "was killed). Narrow its inputs (a shorter date range, one origin)."
+            ) from None
+        except RunFailed as exc:
+            raise ToolError(f"Pipeline {name!r} failed: {exc}") from None
+        elapsed = time.perf_counter() - started
+        await report.log(f"Pipeline {name} finished in {elapsed:.2f} s.")
+        result: dict[str, Any] = {
             "pipeline": name,
             "inputs": shape_output(values, limits.max_rows, limits.max_result_bytes),
-            "outputs": {
-                key: shape_output(value, limits.max_rows, limits.max_result_bytes)
-                for key, value in results.items()
-            },
+            "outputs": answer["outputs"],
         }
+        if "parquet" in answer:
+            result["parquet"] = answer["parquet"]
+            result["parquet_hint"] = (
+                "Every table output is also saved in full as Parquet: query it with sql_query, "
+                "e.g. SELECT * FROM 'pipeline_outputs/...parquet' (the names above)."
+            )
+        result["run"] = {
+            "seconds": round(elapsed, 3),
+            "worker_pid": answer["worker_pid"],
+            **({"cache": answer["cache"]} if "cache" in answer else {}),
+        }
+        return result
+
+
+class _Reporter:
+    """Node-level progress (``ctx.report_progress``) and log lines to the client; in a
+    background run, progress becomes the run's status message."""
+
+    def __init__(self, ctx: Context | None, pipeline: str):
+        self.ctx = ctx
+        self.pipeline = pipeline
+
+    async def progress(self, done: int, total: int, node: str) -> None:
+        if self.ctx is not None:
+            message = f"{self.pipeline}: {done}/{total} nodes done, last {node}"
+            await self.ctx.report_progress(done, total, message)
+
+    async def log(self, message: str) -> None:
+        if self.ctx is not None and not self.ctx.is_background_task:
+            await self.ctx.info(message, logger_name="pipelines")
 
 
 class PipelineTool(Tool):
-    """``run_<name>``: one pipeline as a tool whose input schema is its Inputs model."""
+    """``run_<name>``: one pipeline as a tool whose input schema is its inputs' schema."""
 
     pipeline: Annotated[str, Field(exclude=True)]
     runner: Annotated[Any, Field(exclude=True)]
 
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
-        result = await self.runner.run(self.pipeline, arguments, None)
+        # The request's context, or in a background run the task's (progress goes to the task).
+        async with OptionalCurrentContext() as ctx:  # type: ignore[attr-defined]
+            result = await self.runner.run(self.pipeline, arguments, None, ctx)
         return self.convert_result(result)
+
+
+def tasks_extension(settings: GatewaySettings) -> TasksExtension:
+    """The background-run queue from settings: in-process (memory://, private to this server)
+    or Redis, shared by name with worker processes."""
+    url = settings.pipelines.tasks_url.get_secret_value()
+    name = settings.pipelines.tasks_name
+    if url.startswith("memory://"):
+        name = f"{name}-{uuid.uuid4().hex[:8]}"
+    return TasksExtension(url=url, name=name, concurrency=settings.pipelines.tasks_concurrency)
 
 
 def create_server(
     settings: GatewaySettings,
     engine: Engine | None = None,
     pipelines: Mapping[str, Pipeline] | None = None,
+    tasks: TasksExtension | None = None,
 ) -> FastMCP:
-    """The pipelines server over the registry (or the given pipelines), validated now."""
+    """The pipelines server over the registry (or the given pipelines), validated now.
+
+    ``tasks`` is the background-run extension of the server this one is mounted on (the
+    caller registers it there); without it this server registers its own and runs alone.
+    """
     # Hamilton logs every node failure (with its inputs) at ERROR; the caller gets a ToolError.
     logging.getLogger("hamilton").setLevel(logging.CRITICAL)
-    loaded = load_registry(registry() if pipelines is None else pipelines)
-    runner = Runner(settings, engine or Engine.open(settings), loaded)
+    loaded = load_registry(
+        registry() if pipelines is None else pipelines, settings.pipelines.overrides
+    )
+    database = engine.database if engine else _database(settings)
+    runner = Runner(settings, database, loaded)
     mcp = FastMCP(
         "pipelines",
         instructions=(
             "Vetted Apache Hamilton dataflows over the database. list_pipelines shows each "
-            "pipeline's inputs and outputs; run one with its run_<name> tool or run_pipeline. "
-            f"Runs stop after {settings.pipelines.run_timeout_s:g} s; tables are capped like "
-            "sql results."
+            "pipeline's inputs and outputs; run one with its run_<name> tool or run_pipeline, "
+            "or start_run for a background run you follow with get_run. Runs stop after "
+            f"{settings.pipelines.run_timeout_s:g} s unless configured otherwise; tables are "
+            "capped like sql results."
         ),
         mask_error_details=True,
     )
+    if tasks is None:
+        tasks = tasks_extension(settings)
+        mcp.add_extension(tasks)
 
     @mcp.tool(annotations=READ_ONLY)
     def list_pipelines() -> list[dict]:
@@ -126,6 +233,7 @@ def create_server(
                 "inputs": describe_inputs(p),
                 "outputs": list(p.spec.outputs),
                 "tool": f"run_{p.name}",
+                "timeout_s": runner.timeout_s(p),
             }
             for p in loaded.values()
         ]
@@ -138,9 +246,10 @@ def create_server(
         (lineage), its input schema, and the DAG as Mermaid text."""
         return describe(runner.get(name))
 
-    @mcp.tool(annotations=READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY, task=BACKGROUND)
     async def run_pipeline(
         name: Annotated[str, Field(description="A pipeline name from list_pipelines.")],
+        ctx: Context,
         inputs: Annotated[
             dict[str, Any] | None,
             Field(description="Input values by name; omitted inputs take their defaults."),
@@ -151,8 +260,55 @@ def create_server(
         ] = None,
     ) -> dict:
         """Run a pipeline by name with inputs and return its outputs: tables (columns and rows,
-        capped, with `truncated`) and summaries. Prefer the typed run_<name> tools."""
-        return await runner.run(name, inputs, outputs)
+        capped, with `truncated`) and summaries. Prefer the typed run_<name> tools; for long
+        runs use start_run."""
+        return await runner.run(name, inputs, outputs, ctx)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def start_run(
+        name: Annotated[str, Field(description="A pipeline name from list_pipelines.")],
+        inputs: Annotated[
+            dict[str, Any] | None,
+            Field(description="Input values by name; omitted inputs take their defaults."),
+        ] = None,
+        outputs: Annotated[
+            list[str] | None,
+            Field(description="Public outputs to compute; default all of them."),
+        ] = None,
+    ) -> dict:
+        """Start a pipeline run in the background and return its run_id at once. Follow it
+        with get_run(run_id) (status, progress, then the result) and stop it with
+        cancel_run(run_id). Inputs are checked now."""
+        try:
+            check_call(runner.get(name), inputs, outputs)
+        except PipelineError as exc:
+            raise ToolError(str(exc)) from None
+        root = _tasks_root(tasks)
+        tool = await _run_pipeline_task(root, run_pipeline)
+        arguments = {"name": name, "inputs": inputs, "outputs": outputs}
+        created = await create_task(tool, arguments, Context(fastmcp=root))
+        return {"run_id": created.task_id, "status": created.status}
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def get_run(
+        run_id: Annotated[str, Field(description="The run_id from start_run (or a task id).")],
+    ) -> dict:
+        """Status of a background run: working (with node progress), completed (with the
+        result, shaped like run_pipeline's), failed (with the reason) or cancelled."""
+        return _run_status(await _task(tasks, run_id, tasks_get))
+
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            readOnlyHint=False, destructiveHint=False, idempotentHint=True, openWorldHint=False
+        )
+    )
+    async def cancel_run(
+        run_id: Annotated[str, Field(description="The run_id from start_run (or a task id).")],
+    ) -> dict:
+        """Stop a background run: its worker process is killed. A finished run keeps its
+        result. Returns the run's status afterwards."""
+        await _task(tasks, run_id, tasks_cancel)
+        return _run_status(await _task(tasks, run_id, tasks_get))
 
     for pipeline in loaded.values():
         mcp.add_tool(
@@ -162,12 +318,15 @@ def create_server(
                     f"{pipeline.description}\n\nReturns its outputs "
                     f"({', '.join(pipeline.spec.outputs)}): tables capped like sql results."
                 ),
-                parameters=pipeline.inputs.model_json_schema(),
+                parameters=input_schema(pipeline),
                 annotations=READ_ONLY,
+                task_config=BACKGROUND,
                 pipeline=pipeline.name,
                 runner=runner,
             )
         )
+
+    add_pipeline_chart_tool(mcp, runner, settings)
 
     @mcp.resource("pipelines://{name}/dag", mime_type="text/plain")
     def dag(name: str) -> str:
@@ -175,6 +334,56 @@ def create_server(
         return mermaid(runner.get(name))
 
     return mcp
+
+
+def _database(settings: GatewaySettings) -> Path:
+    return Path(settings.sql.database or ensure_sample_database(settings.data_dir))
+
+
+def _tasks_root(tasks: TasksExtension) -> FastMCP:
+    """The server the background-run extension is registered on, while it is running."""
+    try:
+        root = tasks.server
+    except RuntimeError:  # not registered on any server
+        root = None
+    if root is None or root.docket is None:
+        raise ToolError("Background runs are not available right now; use run_pipeline.")
+    return root
+
+
+async def _run_pipeline_task(root: FastMCP, function: Any) -> Tool:
+    """run_pipeline as the root server registered it for background runs (namespaced)."""
+    for component in await root.get_tasks():
+        if getattr(component, "fn", None) is function:
+            return component
+    raise ToolError("Background runs are not available on this server; use run_pipeline.")
+
+
+async def _task(tasks: TasksExtension, run_id: str, handler: Any) -> Any:
+    try:
+        return await handler(_tasks_root(tasks), run_id)
+    except MCPError:
+        raise ToolError(
+            f"There is no background run {run_id!r} (runs are kept for a while after they "
+            "end). Start one with start_run."
+        ) from None
+
+
+def _run_status(task: Any) -> dict[str, Any]:
+    status: dict[str, Any] = {"run_id": task.task_id, "status": task.status}
+    if task.status == "working" and task.status_message:
+        status["progress"] = task.status_message
+    if task.status == "failed":
+        status["error"] = task.status_message or "the run failed"
+    if task.status == "completed" and task.result is not None:
+        if task.result.get("isError"):
+            status["status"] = "failed"
+            status["error"] = " ".join(
+                c.get("text", "") for c in task.result.get("content", [])
+            ).strip()
+        else:
+            status["result"] = task.result.get("structuredContent")
+    return status
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""Start-up validation of the pipeline registry and the input schemas the run tools publish."""
+
+import pytest
+from fastmcp import Client
+
+from pipelines import Pipeline, carrier_delays, registry, route_profile
+from servers.pipeline_registry import PipelineError, input_schema, load_registry
+from servers.pipelines import create_server
+from servers.settings import GatewaySettings, PipelineOverride
+from tests.fixtures import broken_pipeline
+
+
+def test_a_broken_pipeline_module_stops_start_up_naming_the_module_and_the_problem(settings):
+    broken = {"broken": Pipeline(broken_pipeline, broken_pipeline.OUTPUTS)}
+    with pytest.raises(PipelineError) as failed:
+        create_server(settings, pipelines=broken)
+    message = str(failed.value)
+    assert "tests.fixtures.broken_pipeline" in message
+    assert "input 'days' is int in `Inputs` but the functions take str" in message
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        (Pipeline(route_profile, ("no_such_node",)), "declares outputs that are not nodes"),
+        (Pipeline(route_profile, ("origin",)), "declares outputs that are not nodes"),
+        (Pipeline(route_profile, ()), "declares no public outputs"),
+        (Pipeline(route_profile, ("route_summary",), engine="spark"), "names engine 'spark'"),
+        (Pipeline(broken_pipeline, ("flights_in_window",)), "input 'days' is int"),
+    ],
+)
+def test_each_kind_of_broken_registry_entry_is_refused_with_its_reason(spec, problem):
+    with pytest.raises(PipelineError, match=problem) as failed:
+        load_registry({"entry": spec})
+    assert "pipeline 'entry' (module " in str(failed.value)
+
+
+def test_an_override_for_an_unknown_pipeline_is_refused_naming_the_registered_ones():
+    with pytest.raises(PipelineError, match="unknown pipelines \\['carrier_dealys'\\]") as failed:
+        load_registry(registry(), {"carrier_dealys": PipelineOverride(engine="threads")})
+    assert "carrier_delays" in str(failed.value)
+
+
+def test_settings_override_the_registry_run_options_per_pipeline():
+    loaded = load_registry(
+        registry(), {"route_profile": PipelineOverride(engine="threads", run_timeout_s=5)}
+    )
+    assert (loaded["route_profile"].spec.engine, loaded["route_profile"].spec.timeout_s) == (
+        "threads",
+        5,
+    )
+    assert loaded["carrier_delays"].spec.engine == "local"
+
+
+def test_the_carrier_delays_schema_has_types_formats_defaults_descriptions_and_choices():
+    schema = input_schema(load_registry(registry())["carrier_delays"])
+    props = schema["properties"]
+    assert schema["additionalProperties"] is False
+    assert set(props) == set(carrier_delays.Inputs.model_fields)
+    assert schema.get("required", []) == []
+    assert props["start_date"] == {
+        "type": "string",
+        "format": "date",
+        "default": "2013-01-01",
+        "description": carrier_delays.Inputs.model_fields["start_date"].description,
+    }
+    assert props["origin"]["anyOf"] == [
+        {"enum": ["EWR", "JFK", "LGA"], "type": "string"},
+        {"type": "null"},
+    ]
+    assert props["origin"]["default"] is None
+    assert props["min_flights"]["type"] == "integer"
+    assert props["min_flights"]["minimum"] == 1
+    assert all(p.get("description") for p in props.values())
+
+
+def test_the_route_profile_schema_carries_the_pattern_and_the_enum():
+    props = input_schema(load_registry(registry())["route_profile"])["properties"]
+    assert props["origin"]["enum"] == ["EWR", "JFK", "LGA"]
+    assert props["dest"]["pattern"] == "^[A-Z0-9]{3}$"
+    assert props["dest"]["default"] == "LAX"
+
+
+async def test_each_run_tool_publishes_its_pipelines_schema_as_its_parameters(data_dir):
+    settings = GatewaySettings.load(data_dir=data_dir, mcpServers={})
+    server = create_server(settings)
+    loaded = load_registry(registry())
+    async with Client(server) as client:
+        tools = {tool.name: tool for tool in await client.list_tools()}
+    for name, pipeline in loaded.items():
+        assert tools[f"run_{name}"].input_schema == input_schema(pipeline)
+    assert {"start_run", "get_run", "cancel_run", "run_pipeline"} <= set(tools)
+
+
+def test_per_pipeline_overrides_come_from_the_environment_as_json(monkeypatch):
+    monkeypatch.setenv(
+        "GATEWAY_PIPELINES__OVERRIDES", '{"route_profile": {"engine": "dask", "cache": true}}'
+    )
+    override = GatewaySettings.load().pipelines.overrides["route_profile"]
+    assert (override.engine, override.cache, override.run_timeout_s) == ("dask", True, None)
