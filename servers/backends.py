@@ -1,75 +1,229 @@
-"""Remote MCP backends: one proxy per entry of the ``mcpServers`` config.
+"""Remote backends: every entry of the ``mcpServers`` config, offered through the gateway
+without ever letting one slow or dead backend hold it up.
 
-Each backend is reached through fastmcp's ``ProxyClient`` with bounded connect and request
-timeouts, so a backend that is down or hung costs at most its timeout, never the default 300 s.
-The client's own HTTP headers (Authorization, Cookie, ...) are never forwarded to a backend; a
-backend gets only the headers its config names.
+``BackendsProvider`` is the fastmcp provider that offers every backend's tools, resources,
+templates and prompts from their cached catalogs (``backend.Backend``). A listing waits for a
+backend only the first time it is asked for, and never beyond the backend's timeouts; a lookup
+of a local tool never touches a backend at all. ``install_backends`` adds it to the gateway
+together with the relay of list changes to connected clients.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from fastmcp import FastMCP
-from fastmcp.client.transports import ClientTransport, SSETransport, StdioTransport
-from fastmcp.client.transports.http import StreamableHttpTransport
-from fastmcp.server import create_proxy
-from fastmcp.server.providers.proxy import ProxyClient
+from fastmcp.prompts import Prompt
+from fastmcp.resources import Resource, ResourceTemplate
+from fastmcp.server.providers import Provider
+from fastmcp.tools import Tool
+from fastmcp.utilities.components import FastMCPComponent
+from fastmcp.utilities.versions import VersionSpec
 
+from servers.backend import Backend
+from servers.backend_components import Index, UnavailableTool, build_index
+from servers.backend_links import ListKind
+from servers.backend_relay import ListChangedNotifier
 from servers.settings import BackendConfig
 
 
-def transport_for(config: BackendConfig) -> ClientTransport:
-    """The client transport an mcpServers entry describes."""
-    if config.command:
-        return StdioTransport(
-            command=config.command,
-            args=list(config.args),
-            env=dict(config.env) or None,
-            cwd=str(config.cwd) if config.cwd else None,
-        )
-    headers = {name: value.get_secret_value() for name, value in config.headers.items()}
-    if config.transport == "sse" or (config.transport is None and config.url.endswith("/sse")):
-        return SSETransport(config.url, headers=headers)
-    return StreamableHttpTransport(config.url, headers=headers)
+class BackendsProvider(Provider):
+    """Offers every backend's components to the gateway from their cached catalogs.
 
+    ``reserved`` names are never given to a backend component (the gateway's own tools).
+    """
 
-@dataclass
-class Backend:
-    """A configured backend: its proxy server and what we last saw of it."""
+    def __init__(self, configs: dict[str, BackendConfig], reserved: set[str]) -> None:
+        super().__init__()
+        self.backends = {
+            name: Backend(name, config, self._catalog_changed) for name, config in configs.items()
+        }
+        self.notifier = ListChangedNotifier()
+        self._reserved = reserved
+        self._index = Index()
+        self._index_key: tuple = ()
+        # Longest namespace first, so "a_b" owns "a_b_x" rather than "a".
+        self._by_prefix = sorted(self.backends.values(), key=lambda b: -len(b.name))
+        self._users = 0
+        self._runner: asyncio.Task | None = None
+        self._stop: anyio.Event | None = None
+        self._lifespan_lock = asyncio.Lock()
 
-    name: str
-    config: BackendConfig
-    client: ProxyClient
-    server: FastMCP
-    last_check: dict = field(default_factory=dict)
+    def __repr__(self) -> str:
+        return f"BackendsProvider({', '.join(self.backends)})"
 
-    async def check(self) -> dict:
-        """Ask the backend for its tools; report up or down, never raise."""
-        timeout_s = self.config.connect_timeout_s + self.config.timeout_s
-        started = time.perf_counter()
+    @asynccontextmanager
+    async def lifespan(self):
+        """Run the backends' background work while the gateway runs; stop it all after.
+
+        fastmcp closes provider lifespans inside a shielded cancel scope, so a task group cannot
+        stay open across the ``yield``: a runner task holds it, and is awaited on the way out.
+        Overlapping lifespans (fastmcp can enter one per in-memory client, concurrently) share
+        one runner, stopped when the last of them ends.
+        """
+        async with self._lifespan_lock:
+            self._users += 1
+            if self._runner is None:
+                started, self._stop = anyio.Event(), anyio.Event()
+                self._runner = asyncio.create_task(self._run(started, self._stop))
+                await started.wait()
         try:
-            with anyio.fail_after(timeout_s):
-                async with self.client.new() as client:
-                    tools = await client.list_tools()
-            state = {"status": "up", "tools": len(tools)}
-        except TimeoutError:
-            state = {"status": "down", "error": f"no answer within {timeout_s:g} s"}
-        except Exception as exc:  # any failure to reach it means down; say which kind
-            state = {"status": "down", "error": type(exc).__name__}
-        state["checked_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        self.last_check = state
-        return state
+            yield
+        finally:
+            async with self._lifespan_lock:
+                self._users -= 1
+                if self._users == 0 and self._runner is not None:
+                    self._stop.set()
+                    await self._runner
+                    self._runner = None
+
+    async def _run(self, started: anyio.Event, stop: anyio.Event) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+                for backend in self.backends.values():
+                    await backend.start(group)
+                started.set()
+                await stop.wait()
+                self.notifier.close()
+                group.cancel_scope.cancel()
+        finally:
+            started.set()
+            for backend in self.backends.values():
+                await backend.stop()
+
+    # ----------------------------------------------------------------------------------------
+    # The index of offered components, rebuilt when a catalog or its offer changes.
+
+    def index(self) -> Index:
+        offers = [(b, b.offered_catalog()) for b in self.backends.values()]
+        key = tuple((b.name, b.catalog_serial, c is not None) for b, c in offers)
+        if key != self._index_key:
+            self._index = build_index(
+                [
+                    (b, c, b.config.allow_tools, b.config.deny_tools)
+                    for b, c in offers
+                    if c is not None
+                ],
+                self._reserved,
+            )
+            self._index_key = key
+        return self._index
+
+    async def _catalog_changed(self, backend: Backend, kinds: set[ListKind]) -> None:
+        self.index()
+        await self.notifier.announce(kinds)
+
+    async def _settle(self) -> None:
+        """Let every backend's catalog be ready for a listing, all at once."""
+        async with anyio.create_task_group() as group:
+            for backend in self.backends.values():
+                group.start_soon(backend.catalog_for_listing)
+
+    def _owner(self, name: str) -> Backend | None:
+        return next((b for b in self._by_prefix if name.startswith(f"{b.name}_")), None)
+
+    def _owner_of_uri(self, uri: str) -> Backend | None:
+        return next((b for b in self._by_prefix if f"://{b.name}/" in uri), None)
+
+    def schema_for(self, name: str) -> dict[str, Any] | None:
+        """A backend tool's input schema, from the cache (for Mcp-Param header checks)."""
+        tool = self._index.tools.get(name)
+        return tool.parameters if tool else None
+
+    # ----------------------------------------------------------------------------------------
+    # Provider interface.
+
+    async def _list_tools(self) -> Sequence[Tool]:
+        await self._settle()
+        return list(self.index().tools.values())
+
+    async def _get_tool(self, name: str, version: VersionSpec | None = None) -> Tool | None:
+        backend = self._owner(name)
+        if backend is None:
+            return None  # a local tool: no backend is asked
+        await backend.catalog_for_listing()
+        tool = self.index().tools.get(name)
+        if tool is None and backend.offered_catalog() is None:
+            return UnavailableTool.of(backend, name)
+        return tool
+
+    async def _list_resources(self) -> Sequence[Resource]:
+        await self._settle()
+        return list(self.index().resources.values())
+
+    async def _get_resource(self, uri: str, version: VersionSpec | None = None) -> Resource | None:
+        backend = self._owner_of_uri(uri)
+        if backend is None:
+            return None
+        await backend.catalog_for_listing()
+        return self.index().resources.get(uri)
+
+    async def _list_resource_templates(self) -> Sequence[ResourceTemplate]:
+        await self._settle()
+        return list(self.index().templates)
+
+    async def _get_resource_template(
+        self, uri: str, version: VersionSpec | None = None
+    ) -> ResourceTemplate | None:
+        backend = self._owner_of_uri(uri)
+        if backend is None:
+            return None
+        await backend.catalog_for_listing()
+        return next((t for t in self.index().templates if t.matches(uri) is not None), None)
+
+    async def _list_prompts(self) -> Sequence[Prompt]:
+        await self._settle()
+        return list(self.index().prompts.values())
+
+    async def _get_prompt(self, name: str, version: VersionSpec | None = None) -> Prompt | None:
+        backend = self._owner(name)
+        if backend is None:
+            return None
+        await backend.catalog_for_listing()
+        return self.index().prompts.get(name)
+
+    async def get_tasks(self) -> Sequence[FastMCPComponent]:
+        return []  # proxied components never run as background tasks
+
+    # ----------------------------------------------------------------------------------------
+    # Health and metrics.
+
+    def status(self, name: str) -> dict:
+        backend = self.backends[name]
+        status = backend.status()
+        index = self.index()
+        if name in index.renamed:
+            status["renamed"] = index.renamed[name]
+        if name in index.withheld:
+            status["withheld_tools"] = index.withheld[name]
+        return status
+
+    def check(self, name: str) -> Callable[[], Awaitable[dict]]:
+        """The health check of one backend, for ``Health.add``."""
+
+        async def check() -> dict:
+            await self.backends[name].check()
+            return self.status(name)
+
+        return check
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Per backend, the numbers a metrics exporter publishes (see ``Backend.metrics``)."""
+        return {name: backend.metrics() for name, backend in self.backends.items()}
 
 
-def create_backend(name: str, config: BackendConfig) -> Backend:
-    """The proxy for one mcpServers entry, with bounded timeouts and no header forwarding."""
-    client = ProxyClient(
-        transport_for(config),
-        forward_incoming_headers=False,
-        timeout=config.timeout_s,
-        init_timeout=config.connect_timeout_s,
+def install_backends(
+    gateway: FastMCP, configs: dict[str, BackendConfig], reserved: set[str]
+) -> BackendsProvider:
+    """Offer the enabled MCP backends of ``configs`` through ``gateway``, with their
+    list_changed relay. Returns the provider (for health checks and metrics)."""
+    provider = BackendsProvider(
+        {name: config for name, config in configs.items() if config.enabled}, reserved
     )
-    return Backend(name, config, client, create_proxy(client, name=name, mask_error_details=True))
+    gateway.add_provider(provider)
+    provider.notifier.install(gateway)
+    return provider

@@ -17,6 +17,7 @@ import anyio
 from servers.settings import PROJECT_ROOT
 
 Check = Callable[[], Awaitable[dict]]
+MetricsSource = Callable[[], dict[str, dict[str, float]]]
 
 
 def project_version() -> str:
@@ -31,9 +32,19 @@ class Health:
     timeout_s: float = 2.0
     started: float = field(default_factory=time.time)
     checks: dict[str, tuple[Literal["mount", "backend"], Check]] = field(default_factory=dict)
+    metric_sources: dict[str, MetricsSource] = field(default_factory=dict)
 
     def add(self, name: str, kind: Literal["mount", "backend"], check: Check) -> None:
         self.checks[name] = (kind, check)
+
+    def add_metrics(self, name: str, source: MetricsSource) -> None:
+        """Register numbers for a metrics exporter: ``source()`` gives {subject: {metric: value}},
+        e.g. ``{"demo": {"up": 1.0, "circuit_state": 0.0, ...}}`` for the backends."""
+        self.metric_sources[name] = source
+
+    def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Every registered source's numbers, read now, without waiting for anything."""
+        return {name: source() for name, source in self.metric_sources.items()}
 
     async def report(self) -> dict:
         """Run every check at once, each bounded by timeout_s; summarise readiness."""
