@@ -10,6 +10,7 @@ connection serves the next call.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from servers.settings import PROJECT_ROOT, GatewaySettings, SqlSettings
 from servers.sql_gate import RefusedStatement, parser_message
 
 T = TypeVar("T")
+_log = logging.getLogger("gateway.sql")
 
 _STOP_POLL_S = 0.02
 _PROGRESS_CONFIGS = ("enable_progress_bar", "enable_progress_bar_print", "progress_bar_time")
@@ -156,23 +158,14 @@ class Engine:
         budget = timeout_s or self.settings.query_timeout_s
         async with self._limiter:
             cursor = self.connection.cursor()
-            finished = threading.Event()
+            call = _Call(work, cursor, with_progress=progress is not None)
             detached = False
-
-            def call() -> T | Detach[T]:
-                try:
-                    if progress is not None:
-                        _enable_progress(cursor)
-                    return work(cursor)
-                finally:
-                    finished.set()
-
             try:
                 with anyio.fail_after(budget):
                     if progress is None:
                         result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
                     else:
-                        result = await self._with_progress(call, cursor, finished, progress)
+                        result = await self._with_progress(call, progress)
                 if isinstance(result, Detach):
                     detached = True
                     _continue_in_background(cursor, result.continuation)
@@ -187,14 +180,17 @@ class Engine:
             finally:
                 if not detached:
                     with anyio.CancelScope(shield=True):
-                        await _stop(cursor, finished)
-                    cursor.close()
+                        free = await call.stop(give_up_after=self.settings.query_timeout_s + 5)
+                    if free:
+                        cursor.close()
+                    else:  # DuckDB's own statement limit ends it; the thread keeps the cursor
+                        _log.warning("a query did not stop when interrupted; left to its limit")
 
-    async def _with_progress(self, call, cursor, finished, progress):
+    async def _with_progress(self, call: _Call, progress: Callable[[float], Awaitable[None]]):
         """Run call in a thread while reporting the cursor's progress every interval."""
         try:
             async with anyio.create_task_group() as group:
-                group.start_soon(self._report_progress, cursor, finished, progress)
+                group.start_soon(self._report_progress, call, progress)
                 result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
                 group.cancel_scope.cancel()
                 return result
@@ -204,15 +200,12 @@ class Engine:
             raise
 
     async def _report_progress(
-        self,
-        cursor: duckdb.DuckDBPyConnection,
-        finished: threading.Event,
-        progress: Callable[[float], Awaitable[None]],
+        self, call: _Call, progress: Callable[[float], Awaitable[None]]
     ) -> None:
-        while not finished.is_set():
+        while not call.finished.is_set():
             await anyio.sleep(self.settings.progress_interval_s)
-            done = cursor.query_progress()
-            if done >= 0 and not finished.is_set():
+            done = call.cursor.query_progress()
+            if done >= 0 and not call.finished.is_set():
                 await progress(done)
 
     def translate(self, exc: duckdb.Error) -> Exception:
@@ -274,11 +267,48 @@ def _continue_in_background(
     threading.Thread(target=run, name="result-spool", daemon=True).start()
 
 
-async def _stop(cursor: duckdb.DuckDBPyConnection, finished: threading.Event) -> None:
-    """Interrupt the cursor until its thread returns (an early interrupt can be missed)."""
-    while not finished.is_set():
-        cursor.interrupt()
-        await anyio.sleep(_STOP_POLL_S)
+class _Call(Generic[T]):
+    """One call's work for a worker thread, stoppable whether or not the thread has started it.
+
+    A deadline can cancel the hand-off before a worker thread picks the work up, and then the
+    work never runs; ``stop`` tells the two cases apart under a lock, so it never waits for work
+    that will not come, and work that starts after ``stop`` returns at once.
+    """
+
+    def __init__(self, work: Callable, cursor: duckdb.DuckDBPyConnection, with_progress: bool):
+        self.work = work
+        self.cursor = cursor
+        self.with_progress = with_progress
+        self.finished = threading.Event()
+        self._lock = threading.Lock()
+        self._started = False
+        self._cancelled = False
+
+    def __call__(self):
+        with self._lock:
+            if self._cancelled:
+                self.finished.set()
+                return None
+            self._started = True
+        try:
+            if self.with_progress:
+                _enable_progress(self.cursor)
+            return self.work(self.cursor)
+        finally:
+            self.finished.set()
+
+    async def stop(self, give_up_after: float) -> bool:
+        """Interrupt the work until it returns (an early interrupt can be missed); True when
+        the cursor is free again."""
+        with self._lock:
+            self._cancelled = True
+            if not self._started:
+                return True
+        with anyio.move_on_after(give_up_after):
+            while not self.finished.is_set():
+                self.cursor.interrupt()
+                await anyio.sleep(_STOP_POLL_S)
+        return self.finished.is_set()
 
 
 def sql_literal(text: str) -> str:
