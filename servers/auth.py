@@ -1,0 +1,189 @@
+"""Who is calling: bearer tokens over HTTP, from a file of hashed tokens, the environment, or JWTs.
+
+A tokens file holds one JSON object a line, ``{"client": "alice", "scopes": ["sql"],
+"sha256": "<hex digest of the token>"}``; the token itself is never stored. ``uv run gateway.py
+token --client alice --scopes sql,pipelines`` makes a token and prints its line. Every configured
+source is tried in turn and the first that accepts the token wins. stdio has no HTTP auth: a
+local process is trusted with every scope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastmcp.server.auth import AccessToken, AuthProvider, RemoteAuthProvider, TokenVerifier
+from fastmcp.server.auth.providers.jwt import JWTVerifier
+from pydantic import AnyHttpUrl
+
+from servers.settings import AuthSettings
+
+TOKEN_PREFIX = "gw_"
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token(client: str, scopes: list[str]) -> tuple[str, str]:
+    """A fresh random token and the tokens-file line that accepts it."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    entry = {"client": client, "scopes": scopes, "sha256": token_digest(token)}
+    return token, json.dumps(entry)
+
+
+@dataclass(frozen=True)
+class TokenEntry:
+    client: str
+    scopes: tuple[str, ...]
+
+
+def read_tokens_file(path: Path) -> dict[str, TokenEntry]:
+    """The entries of a tokens file by digest; a bad line is an error naming its line number."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        raise ValueError(f"tokens file {path} does not exist") from None
+    entries: dict[str, TokenEntry] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            data = json.loads(line)
+            client, scopes, digest = data["client"], data["scopes"], data["sha256"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(
+                f"tokens file {path}, line {number}: expected a JSON object with "
+                '"client", "scopes" and "sha256"'
+            ) from None
+        valid_digest = isinstance(digest, str) and len(digest) == 64
+        if not valid_digest or not all(isinstance(s, str) for s in scopes):
+            raise ValueError(
+                f"tokens file {path}, line {number}: sha256 must be 64 hex digits and "
+                "scopes a list of strings"
+            )
+        entries[digest.lower()] = TokenEntry(str(client), tuple(scopes))
+    return entries
+
+
+class HashedTokenVerifier(TokenVerifier):
+    """Static bearer tokens known only by their SHA-256 digests; replaceable at runtime."""
+
+    def __init__(self, entries: dict[str, TokenEntry]) -> None:
+        super().__init__()
+        self.entries = entries
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        entry = self.entries.get(token_digest(token))
+        if entry is None:
+            return None
+        return AccessToken(
+            token=token,
+            client_id=entry.client,
+            scopes=list(entry.scopes),
+            expires_at=None,
+            claims={"sub": entry.client},
+        )
+
+
+class FirstAccepting(TokenVerifier):
+    """Tries each verifier in order; the first that accepts the token wins. Unlike fastmcp's
+    MultiAuth it keeps the client name as the verifier gave it."""
+
+    def __init__(self, verifiers: list[TokenVerifier]) -> None:
+        super().__init__()
+        self.verifiers = verifiers
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        for verifier in self.verifiers:
+            try:
+                accepted = await verifier.verify_token(token)
+            except Exception:  # a failing source is a refusal, never a crash of the request
+                accepted = None
+            if accepted is not None:
+                return accepted
+        return None
+
+
+def static_entries(settings: AuthSettings) -> dict[str, TokenEntry]:
+    """Tokens from the tokens file and the environment token, by digest."""
+    entries = read_tokens_file(settings.tokens_file) if settings.tokens_file else {}
+    if settings.token is not None:
+        secret = settings.token.get_secret_value()
+        entries[token_digest(secret)] = TokenEntry(
+            settings.token_client, tuple(settings.token_scopes)
+        )
+    return entries
+
+
+def build_verifiers(settings: AuthSettings) -> list[TokenVerifier]:
+    """The static tokens first, then the JWT verifier; ValueError on a bad tokens file."""
+    verifiers: list[TokenVerifier] = [HashedTokenVerifier(static_entries(settings))]
+    if settings.jwt_public_key or settings.jwt_jwks_url:
+        verifiers.append(
+            JWTVerifier(
+                public_key=settings.jwt_public_key,
+                jwks_uri=settings.jwt_jwks_url,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                algorithm=settings.jwt_algorithm,
+            )
+        )
+    return verifiers
+
+
+@dataclass
+class GatewayAuth:
+    """The auth provider given to fastmcp, and the verifiers behind it, replaceable at runtime."""
+
+    provider: AuthProvider
+    verifier: FirstAccepting
+
+    def reload(self, settings: AuthSettings) -> int:
+        """Use the token sources of settings from now on; raises ValueError (keeping the old
+        ones) if they are bad. Returns the number of static tokens."""
+        verifiers = build_verifiers(settings)
+        self.verifier.verifiers = verifiers
+        return len(verifiers[0].entries)
+
+
+def build_auth(settings: AuthSettings) -> GatewayAuth | None:
+    """The provider for the configured sources, or None when no auth is configured."""
+    if not settings.configured:
+        return None
+    verifier = FirstAccepting(build_verifiers(settings))
+    provider: AuthProvider = verifier
+    if settings.base_url and settings.jwt_issuer and len(verifier.verifiers) > 1:
+        # RFC 9728 metadata, so OAuth clients learn where to get a token.
+        provider = RemoteAuthProvider(
+            token_verifier=verifier,
+            authorization_servers=[AnyHttpUrl(settings.jwt_issuer)],
+            base_url=settings.base_url,
+            resource_name="gateway",
+        )
+    return GatewayAuth(provider, verifier)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_bind_refusal(host: str, auth_configured: bool, insecure: bool) -> str | None:
+    """Why the gateway will not listen on host, or None when it may."""
+    if auth_configured or insecure or is_loopback(host):
+        return None
+    return (
+        f"refusing to listen on {host} without authentication: anyone who can reach it could "
+        "call every tool. Configure auth (GATEWAY_AUTH__TOKENS_FILE, GATEWAY_AUTH__TOKEN or "
+        "GATEWAY_AUTH__JWT_*), listen on 127.0.0.1, or pass --insecure if a proxy in front "
+        "authenticates."
+    )

@@ -1,0 +1,147 @@
+"""Limits on what one client can ask: a token bucket of calls per client, a cap on the size of a
+response, and (for HTTP) a cap on the size of a request body.
+
+The rate limit applies to clients with an access token, each its own bucket; local clients
+(stdio, in-memory, loopback HTTP without auth) are not limited.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pydantic_core
+from fastmcp.exceptions import PromptError, ResourceError, ToolError
+from fastmcp.server.dependencies import get_access_token
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools import ToolResult
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from servers.settings import LimitSettings
+
+
+@dataclass
+class TokenBucket:
+    rate: float
+    capacity: float
+    tokens: float = -1.0
+    updated: float = field(default_factory=time.monotonic)
+
+    def take(self) -> float:
+        """Take one token; returns 0 on success, else the seconds until one is available."""
+        now = time.monotonic()
+        if self.tokens < 0:
+            self.tokens = self.capacity
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class ClientLimits(Middleware):
+    """Per-client rate limit on calls, reads and gets; size limit on responses."""
+
+    def __init__(self, settings: LimitSettings) -> None:
+        self.settings = settings
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def _check_rate(self, error: type[Exception]) -> None:
+        token = get_access_token()
+        if token is None or not self.settings.rate_per_s:
+            return
+        bucket = self.buckets.get(token.client_id)
+        if bucket is None:
+            bucket = TokenBucket(self.settings.rate_per_s, float(self.settings.rate_burst))
+            self.buckets[token.client_id] = bucket
+        wait = bucket.take()
+        if wait:
+            raise error(
+                f"Rate limit reached for client {token.client_id!r}: "
+                f"{self.settings.rate_per_s:g} calls per second (bursts of "
+                f"{self.settings.rate_burst}). Retry in {wait:.1f} s."
+            )
+
+    def _check_size(self, result, what: str, error: type[Exception]) -> None:
+        size = len(pydantic_core.to_json(result, fallback=str))
+        if size > self.settings.max_response_bytes:
+            raise error(
+                f"The response of {what} is {size} bytes, over the gateway's limit of "
+                f"{self.settings.max_response_bytes}; ask for less (fewer rows or columns, a "
+                "page, a summary)."
+            )
+
+    async def on_call_tool(self, context: MiddlewareContext, call_next: CallNext):
+        self._check_rate(ToolError)
+        result = await call_next(context)
+        if type(result) is ToolResult:  # not an input-required ask, not a task handle
+            self._check_size(result, f"tool {context.message.name!r}", ToolError)
+        return result
+
+    async def on_read_resource(self, context: MiddlewareContext, call_next: CallNext):
+        self._check_rate(ResourceError)
+        result = await call_next(context)
+        self._check_size(result, f"resource {str(context.message.uri)!r}", ResourceError)
+        return result
+
+    async def on_get_prompt(self, context: MiddlewareContext, call_next: CallNext):
+        self._check_rate(PromptError)
+        return await call_next(context)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over max_bytes gets 413, announced or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = f'{{"error": "request body over the limit of {self.max_bytes} bytes"}}'.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
