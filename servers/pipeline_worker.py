@@ -128,7 +128,10 @@ class Worker:
         plan = self.spec.plans[job.pipeline]
         dr = self.driver(job.pipeline)
         db = database_for(
-            plan.engine, self.spec.database, self.spec.sql, self.spec.data_dir / "scratch"
+            plan.engine,
+            self.spec.database,
+            self.spec.sql,
+            self.spec.data_dir / "scratch" / str(os.getpid()),  # a spill folder per process
         )
         try:
             results = dr.execute(job.outputs, inputs={**job.inputs, "db": db})

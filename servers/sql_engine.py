@@ -11,6 +11,7 @@ connection serves the next call.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -120,7 +121,9 @@ class Engine:
         self.outputs_dir = data_dir / "outputs"
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
         self.readable = [self.outputs_dir, *readable]
-        self.connection = open_connection(database, settings, data_dir / "scratch", self.readable)
+        # One spill folder per process: replicas may share a data directory.
+        scratch = data_dir / "scratch" / str(os.getpid())
+        self.connection = open_connection(database, settings, scratch, self.readable)
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
         self._hidden_paths = _paths_to_hide(database, data_dir, self.readable)
 
