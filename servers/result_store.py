@@ -10,10 +10,12 @@ result and in bytes overall, and only a few results are stored at once.
 from __future__ import annotations
 
 import io
+import os
 import secrets
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,14 +58,17 @@ class StoredResult:
 class ResultStore:
     """Stored results by id, in one directory, bounded by the sql settings."""
 
-    def __init__(self, directory: Path, settings: SqlSettings, uri_prefix: str = "sql://results/"):
-        self.directory = directory
+    def __init__(self, root: Path, settings: SqlSettings, uri_prefix: str = "sql://results/"):
+        # A directory of its own under root: replicas (and several servers in one process) may
+        # share a data directory. Handles do not survive their process: its leftovers go.
+        _remove_leftovers(root)
+        self.directory = root / f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.directory.mkdir(parents=True)
+        weakref.finalize(self, shutil.rmtree, self.directory, True)
         self.settings = settings
         self.uri_prefix = uri_prefix
         self._results: dict[str, StoredResult] = {}
         self._lock = threading.Lock()
-        shutil.rmtree(directory, ignore_errors=True)  # handles do not survive a restart
-        directory.mkdir(parents=True, exist_ok=True)
 
     def reserve(self, columns: list[Column]) -> StoredResult | None:
         """A new empty result, or None when storing is off or enough results are being stored."""
@@ -222,6 +227,19 @@ class ResultStore:
             partial.rename(path)
         return path
 
+    def clear(self) -> int:
+        """Forget every stored result now (admin clear_caches): storing in progress stops at its
+        next batch and its files go with it; finished results' files are deleted at once.
+        Returns how many results were dropped; their handles then answer as unknown."""
+        with self._lock:
+            dropped = list(self._results.values())
+            self._results.clear()
+        for result in dropped:
+            result.stop.set()
+            if result.done:
+                shutil.rmtree(result.directory, ignore_errors=True)
+        return len(dropped)
+
     def sweep(self) -> None:
         """Forget expired results and delete their files."""
         now = time.monotonic()
@@ -235,6 +253,24 @@ class ResultStore:
             result.stop.set()
             if result.done:
                 shutil.rmtree(result.directory, ignore_errors=True)
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Delete the stores of processes that no longer run."""
+    for directory in root.glob("*-*") if root.is_dir() else ():
+        pid = directory.name.split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _chain(first: list[pa.RecordBatch], reader: Iterable[pa.RecordBatch]):

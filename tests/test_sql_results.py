@@ -102,7 +102,7 @@ async def test_handles_expire(data_dir, tmp_path):
         await anyio.sleep(0.5)  # let the handle's lifetime pass
         with pytest.raises(ToolError, match="expired"):
             await client.call_tool("read_result", {"result_id": page["result"]["id"]})
-    assert not list((tmp_path / "data" / "results").iterdir())
+    assert not [p for p in (tmp_path / "data" / "results").rglob("*") if p.is_file()]
 
 
 async def test_storage_is_bounded_and_a_cut_result_says_why(data_dir, tmp_path):
@@ -172,3 +172,20 @@ async def test_summarize_without_client_support_says_so_and_still_answers(server
     assert result.structured_content["summary"] is None
     assert "does not support sampling" in result.structured_content["summary_note"]
     assert result.structured_content["row_count"] == 100
+
+
+def test_stores_sharing_a_data_directory_keep_their_results_and_clean_up_dead_ones(tmp_path):
+    from servers.result_store import ResultStore
+    from servers.results import Column
+    from servers.settings import SqlSettings
+
+    dead = tmp_path / "results" / "999999999-abcd"  # a process id that cannot be running
+    dead.mkdir(parents=True)
+    (dead / "000000.arrow").write_bytes(b"stale")
+    first = ResultStore(tmp_path / "results", SqlSettings())
+    kept = first.reserve([Column(name="x", type="INTEGER")])
+    (kept.directory / "000000.arrow").write_bytes(b"rows")
+    second = ResultStore(tmp_path / "results", SqlSettings())
+    assert first.directory != second.directory
+    assert (kept.directory / "000000.arrow").exists()
+    assert not dead.exists()
