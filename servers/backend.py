@@ -77,6 +77,8 @@ class Backend:
         self._changes_fetched = 0  # how many of them the current catalog reflects
         self._last_attempt = float("-inf")
         self._group: TaskGroup | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._closed: anyio.Event | None = None
         self._refreshing: anyio.Event | None = None
         self._wake: anyio.Event | None = None
 
@@ -84,14 +86,39 @@ class Backend:
     # Life cycle: started with the gateway, stopped with it.
 
     async def start(self, group: TaskGroup) -> None:
-        """Start the background work: the stdio supervisor, the refresh timer, a first fetch."""
-        self._group, self._refreshing, self._wake = group, None, anyio.Event()
+        """Start the background work in group, under a cancel scope of its own (so that
+        ``close`` can end this backend alone): the stdio supervisor, the refresh timer, a
+        first fetch."""
         await self.link.start()
-        if isinstance(self.link, StdioLink):
-            group.start_soon(self.link.supervise)
-        group.start_soon(self._maintain)
-        if self.catalog is None:
-            self._start_refresh()
+        self._closed = anyio.Event()
+        await group.start(self._background)
+
+    async def _background(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        assert self._closed is not None
+        try:
+            with anyio.CancelScope() as self._scope:
+                async with anyio.create_task_group() as own:
+                    self._group, self._refreshing, self._wake = own, None, anyio.Event()
+                    if isinstance(self.link, StdioLink):
+                        own.start_soon(self.link.supervise)
+                    own.start_soon(self._maintain)
+                    if self.catalog is None:
+                        self._start_refresh()
+                    task_status.started()
+        finally:
+            self._group = None
+            self._closed.set()
+
+    async def close(self) -> None:
+        """End this backend alone while the gateway runs (removed or replaced by a reload):
+        its background work is cancelled (a stdio process stops with its supervisor) and its
+        link is closed."""
+        if self._scope is not None:
+            self._scope.cancel()
+        if self._closed is not None:
+            with anyio.CancelScope(shield=True):
+                await self._closed.wait()
+        await self.stop()
 
     async def stop(self) -> None:
         self._group = self._wake = None

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.abc
 from fastmcp import FastMCP
 from fastmcp.prompts import Prompt
 from fastmcp.resources import Resource, ResourceTemplate
@@ -45,10 +47,11 @@ class BackendsProvider(Provider):
         self.notifier = ListChangedNotifier()
         self._reserved = reserved
         self._index = Index()
-        self._index_key: tuple = ()
+        self._index_key: tuple | None = None
         # Longest namespace first, so "a_b" owns "a_b_x" rather than "a".
         self._by_prefix = sorted(self.backends.values(), key=lambda b: -len(b.name))
         self._users = 0
+        self._group: anyio.abc.TaskGroup | None = None  # the running backends' task group
         self._runner: asyncio.Task | None = None
         self._stop: anyio.Event | None = None
         self._lifespan_lock = asyncio.Lock()
@@ -86,14 +89,59 @@ class BackendsProvider(Provider):
             async with anyio.create_task_group() as group:
                 for backend in self.backends.values():
                     await backend.start(group)
+                self._group = group
                 started.set()
                 await stop.wait()
+                self._group = None
                 self.notifier.close()
                 group.cancel_scope.cancel()
         finally:
+            self._group = None
             started.set()
             for backend in self.backends.values():
                 await backend.stop()
+
+    # ----------------------------------------------------------------------------------------
+    # Reload: the mcpServers entries changed while the gateway runs.
+
+    def prepare(self, configs: dict[str, BackendConfig]) -> BackendChanges:
+        """What applying ``configs`` (the enabled entries) would change, with the new backends
+        built but not started; raises ValueError for an entry that cannot be built. Nothing
+        changes until ``apply``."""
+        wanted = {name: config for name, config in configs.items() if config.enabled}
+        old = self.backends
+        changes = BackendChanges(
+            added=[name for name in wanted if name not in old],
+            removed=[name for name in old if name not in wanted],
+            replaced=[name for name in wanted if name in old and old[name].config != wanted[name]],
+        )
+        try:
+            changes.built = {
+                name: Backend(name, wanted[name], self._catalog_changed)
+                for name in changes.added + changes.replaced
+            }
+        except (AssertionError, TypeError, ValueError) as exc:
+            raise ValueError(f"mcpServers: {exc}") from None
+        changes.order = list(wanted)
+        return changes
+
+    async def apply(self, changes: BackendChanges) -> None:
+        """Offer the prepared backends: new and replaced ones start (in the running gateway),
+        removed and replaced ones are closed (a stdio process is stopped). The caller tells
+        connected clients the lists changed (``notifier.announce``), once for all it changed."""
+        if not changes:
+            return
+        old = self.backends
+        merged = {**old, **changes.built}
+        self.backends = {name: merged[name] for name in changes.order}
+        self._by_prefix = sorted(self.backends.values(), key=lambda b: -len(b.name))
+        self._index_key = None  # rebuilt now, below
+        if self._group is not None:
+            for name in changes.added + changes.replaced:
+                await self.backends[name].start(self._group)
+        for name in changes.removed + changes.replaced:
+            await old[name].close()
+        self.index()
 
     # ----------------------------------------------------------------------------------------
     # The index of offered components, rebuilt when a catalog or its offer changes.
@@ -214,6 +262,31 @@ class BackendsProvider(Provider):
     def metrics(self) -> dict[str, dict[str, float]]:
         """Per backend, the numbers a metrics exporter publishes (see ``Backend.metrics``)."""
         return {name: backend.metrics() for name, backend in self.backends.items()}
+
+
+@dataclass
+class BackendChanges:
+    """A prepared change of the backends (``BackendsProvider.prepare``)."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    built: dict[str, Backend] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.replaced)
+
+    def summary(self) -> dict[str, list[str]]:
+        return {
+            kind: names
+            for kind, names in (
+                ("added", self.added),
+                ("removed", self.removed),
+                ("replaced", self.replaced),
+            )
+            if names
+        }
 
 
 def install_backends(

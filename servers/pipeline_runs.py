@@ -57,14 +57,29 @@ class RunWorkers:
         # Workers end with their server object, or at interpreter exit, whichever comes first.
         weakref.finalize(self, _kill_all, self._live)
 
-    async def run(self, job: Job, progress: Progress) -> dict[str, Any]:
-        """Run job on a free worker, relaying its progress. Cancelling the caller (a deadline
-        or a client's cancellation) kills the worker before this returns."""
+    async def run(
+        self, job: Job, progress: Progress, on_worker: Callable[[int], None] | None = None
+    ) -> dict[str, Any]:
+        """Run job on a free worker, relaying its progress; ``on_worker`` hears the worker's
+        process id once it has one. Cancelling the caller (a deadline or a client's
+        cancellation) kills the worker before this returns."""
         async with self._limiter:
-            return await self._run_on_worker(job, progress)
+            return await self._run_on_worker(job, progress, on_worker)
 
-    async def _run_on_worker(self, job: Job, progress: Progress) -> dict[str, Any]:
+    async def discard_idle(self) -> int:
+        """Stop the idle workers (a fresh one starts for the next run); returns how many. After
+        the pipeline caches are deleted, no worker keeps a driver on a deleted cache."""
+        idle, self._idle = self._idle, []
+        for worker in idle:
+            await self._discard(worker)
+        return len(idle)
+
+    async def _run_on_worker(
+        self, job: Job, progress: Progress, on_worker: Callable[[int], None] | None
+    ) -> dict[str, Any]:
         worker = self._idle.pop() if self._idle else await self._start()
+        if on_worker is not None:
+            on_worker(worker.pid)
         finished = False
         try:
             worker.conn.send(job)

@@ -9,7 +9,9 @@ the tasks extension get a task, others a synchronous run; ``start_run``, ``get_r
 Run alone: ``uv run python -m servers.pipelines`` (stdio) or ``... --transport http --port 8002``.
 """
 
+import datetime as dt
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Mapping
@@ -73,6 +75,14 @@ class Runner:
         }
         spec = WorkerSpec(database, settings.sql, defaults, settings.data_dir, plans)
         self.workers = RunWorkers(spec, defaults.concurrency)
+        self._active: dict[int, dict[str, Any]] = {}  # runs in progress, for admin status
+        self._serial = 0
+
+    def active_runs(self) -> list[dict[str, Any]]:
+        """The runs in progress in this process, oldest first: pipeline, started (UTC),
+        state (waiting for a worker, or running), worker_pid, node progress, and for a
+        background run its run_id."""
+        return [dict(entry) for entry in self._active.values()]
 
     def get(self, name: str) -> LoadedPipeline:
         if name not in self.loaded:
@@ -112,14 +122,25 @@ class Runner:
             max_bytes or limits.max_result_bytes,
             self.settings.pipelines.persist_results,
         )
-        report = _Reporter(ctx, name)
+        entry: dict[str, Any] = {
+            "pipeline": name,
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "state": "waiting",
+            "worker_pid": None,
+        }
+        if ctx is not None and ctx.is_background_task:
+            entry["run_id"] = ctx.task_id
+        report = _Reporter(ctx, name, entry)
         timeout = self.timeout_s(pipeline)
         started = time.perf_counter()
         await report.log(f"Running pipeline {name} for {', '.join(chosen)}.")
+        self._serial += 1
+        key = self._serial
+        self._active[key] = entry
         try:
             with anyio.fail_after(timeout):
                 async with self._limiters[name]:
-                    answer = await self.workers.run(job, report.progress)
+                    answer = await self.workers.run(job, report.progress, report.on_worker)
         except TimeoutError:
             raise ToolError(
                 f"Pipeline {name!r} ran longer than {timeout:g} s and was stopped (its worker "
@@ -127,6 +148,8 @@ class Runner:
             ) from None
         except RunFailed as exc:
             raise ToolError(f"Pipeline {name!r} failed: {exc}") from None
+        finally:
+            self._active.pop(key, None)
         elapsed = time.perf_counter() - started
         await report.log(f"Pipeline {name} finished in {elapsed:.2f} s.")
         result: dict[str, Any] = {
@@ -152,11 +175,16 @@ class _Reporter:
     """Node-level progress (``ctx.report_progress``) and log lines to the client; in a
     background run, progress becomes the run's status message."""
 
-    def __init__(self, ctx: Context | None, pipeline: str):
+    def __init__(self, ctx: Context | None, pipeline: str, entry: dict[str, Any] | None = None):
         self.ctx = ctx
         self.pipeline = pipeline
+        self.entry = entry if entry is not None else {}
+
+    def on_worker(self, pid: int) -> None:
+        self.entry.update(state="running", worker_pid=pid)
 
     async def progress(self, done: int, total: int, node: str) -> None:
+        self.entry["progress"] = f"{done}/{total} nodes done, last {node}"
         if self.ctx is not None:
             message = f"{self.pipeline}: {done}/{total} nodes done, last {node}"
             await self.ctx.report_progress(done, total, message)
@@ -189,6 +217,35 @@ def tasks_extension(settings: GatewaySettings) -> TasksExtension:
     return TasksExtension(url=url, name=name, concurrency=settings.pipelines.tasks_concurrency)
 
 
+class PipelinesControl:
+    """What the admin server reads and clears in a running pipelines server: the runs in
+    progress (status) and the Hamilton caches under ``data_dir/pipeline_cache`` (clear_caches)."""
+
+    def __init__(self, runner: Runner, cache_root: Path) -> None:
+        self.runner = runner
+        self.cache_root = cache_root
+
+    def runs(self) -> list[dict[str, Any]]:
+        return self.runner.active_runs()
+
+    async def clear_caches(self) -> dict[str, list[str]]:
+        """Delete every pipeline's cache except those of pipelines running now (a run keeps
+        the cache it is writing), and stop idle workers, whose drivers hold the old caches."""
+        running = {run["pipeline"] for run in self.runs()}
+        cleared, kept = [], []
+        if self.cache_root.is_dir():
+            for folder in sorted(self.cache_root.iterdir()):
+                if folder.name in running:
+                    kept.append(folder.name)
+                    continue
+                await anyio.to_thread.run_sync(
+                    lambda f=folder: shutil.rmtree(f, ignore_errors=True)
+                )
+                cleared.append(folder.name)
+        await self.runner.workers.discard_idle()
+        return {"cleared": cleared, "kept_running": kept}
+
+
 def create_server(
     settings: GatewaySettings,
     engine: Engine | None = None,
@@ -200,6 +257,16 @@ def create_server(
     ``tasks`` is the background-run extension of the server this one is mounted on (the
     caller registers it there); without it this server registers its own and runs alone.
     """
+    return build_server(settings, engine, pipelines, tasks)[0]
+
+
+def build_server(
+    settings: GatewaySettings,
+    engine: Engine | None = None,
+    pipelines: Mapping[str, Pipeline] | None = None,
+    tasks: TasksExtension | None = None,
+) -> tuple[FastMCP, PipelinesControl]:
+    """The pipelines server (as ``create_server``) and its control for the admin server."""
     # Hamilton logs every node failure (with its inputs) at ERROR; the caller gets a ToolError.
     logging.getLogger("hamilton").setLevel(logging.CRITICAL)
     loaded = load_registry(
@@ -333,7 +400,7 @@ def create_server(
         """The DAG of a pipeline as Mermaid flowchart text."""
         return mermaid(runner.get(name))
 
-    return mcp
+    return mcp, PipelinesControl(runner, settings.data_dir / "pipeline_cache")
 
 
 def _database(settings: GatewaySettings) -> Path:

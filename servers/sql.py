@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 
 from servers.result_store import ResultStore, UnknownResult
 from servers.results import markdown_table
-from servers.settings import GatewaySettings
+from servers.settings import CannedQuery, GatewaySettings, SqlSettings
 from servers.sql_canned import CannedQueryTool, check_canned_queries
 from servers.sql_catalog import CHEAT_SHEET, columns, describe, statistics, tables
 from servers.sql_chart import add_chart_tools
@@ -30,6 +30,49 @@ from servers.sql_summary import with_summary
 READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 
 
+class SqlControl:
+    """What the admin server changes in a running sql server: its canned-query tools (reload)
+    and its stored results (clear_caches)."""
+
+    def __init__(
+        self, server: FastMCP, engine: Engine, limits: SqlSettings, store: ResultStore, answer
+    ) -> None:
+        self.server = server
+        self.engine = engine
+        self.limits = limits  # as started: the engine and the tools' limits stay these
+        self.store = store
+        self._answer = answer
+        self.canned: dict[str, CannedQuery] = {}
+
+    def check(self, canned: dict[str, CannedQuery]) -> None:
+        """Raise ValueError, naming the query, when a canned query would be refused."""
+        with self.engine.connection.cursor() as cursor:
+            check_canned_queries(cursor, canned)
+
+    def apply(self, canned: dict[str, CannedQuery]) -> list[str]:
+        """Make the canned-query tools exactly ``canned`` (checked before): removed and changed
+        ones go, new and changed ones come. Returns the names of the tools that changed."""
+        changed = sorted(
+            name
+            for name in self.canned.keys() | canned.keys()
+            if self.canned.get(name) != canned.get(name)
+        )
+        for name in changed:
+            if name in self.canned:
+                self.server.local_provider.remove_tool(name)
+        for name in changed:
+            if name in canned:
+                self.server.add_tool(
+                    CannedQueryTool.build(name, canned[name], self.limits, READ_ONLY, self._answer)
+                )
+        self.canned = dict(canned)
+        return changed
+
+    def clear_results(self) -> int:
+        """Drop every stored result (see ``ResultStore.clear``); returns how many."""
+        return self.store.clear()
+
+
 def create_server(
     settings: GatewaySettings, engine: Engine | None = None, namespace: str | None = None
 ) -> FastMCP:
@@ -38,6 +81,13 @@ def create_server(
     ``namespace`` is the one the server is mounted under, so that the result URIs it hands out
     are the ones its clients see.
     """
+    return build_server(settings, engine, namespace)[0]
+
+
+def build_server(
+    settings: GatewaySettings, engine: Engine | None = None, namespace: str | None = None
+) -> tuple[FastMCP, SqlControl]:
+    """The sql server (as ``create_server``) and its control for the admin server."""
     engine = engine or Engine.open(settings)
     limits = settings.sql
     prefix = f"sql://{namespace}/results/" if namespace else "sql://results/"
@@ -184,8 +234,8 @@ def create_server(
         except UnknownResult as exc:
             raise ToolError(str(exc)) from None
 
-    for name, canned in limits.canned_queries.items():
-        mcp.add_tool(CannedQueryTool.build(name, canned, limits, READ_ONLY, answer))
+    control = SqlControl(mcp, engine, limits, store, answer)
+    control.apply(limits.canned_queries)
 
     @mcp.resource("sql://tables", mime_type="application/json")
     async def table_list() -> list[dict]:
@@ -253,7 +303,7 @@ def create_server(
         path = await _in_thread(store.parquet, result)
         return FileResponse(path, media_type="application/vnd.apache.parquet", headers=disposition)
 
-    return mcp
+    return mcp, control
 
 
 def render(result: QueryResult, format: str) -> ToolResult:

@@ -20,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from servers.settings import CannedParameter, CannedQuery, SqlSettings
 from servers.sql_gate import RefusedStatement, check_statement
 
-RESERVED = {"query", "explain", "list_tables", "describe_table", "read_result"}
+RESERVED = {
+    "query",
+    "explain",
+    "list_tables",
+    "describe_table",
+    "read_result",
+    "chart",
+    "chart_view",
+}
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _TYPES = {"string": str, "integer": int, "number": float, "boolean": bool, "date": dt.date}
 
