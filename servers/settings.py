@@ -9,6 +9,7 @@ Desktop and fastmcp use; its entries become proxied backends.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from contextvars import ContextVar
@@ -32,6 +33,44 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CannedParameter(_Section):
+    """One typed parameter of a canned query, bound as a prepared-statement parameter."""
+
+    type: Literal["string", "integer", "number", "boolean", "date"] = "string"
+    description: str = ""
+    default: str | int | float | bool | None = None
+    enum: list[str | int | float] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    pattern: str | None = None
+    max_length: int = Field(200, ge=1, description="Longest string value accepted.")
+
+    @property
+    def required(self) -> bool:
+        return "default" not in self.model_fields_set
+
+
+class CannedQuery(_Section):
+    """A named query with typed parameters ($name in the SQL), exposed as a tool of its own."""
+
+    description: str
+    sql: str
+    title: str | None = None
+    parameters: dict[str, CannedParameter] = Field(default_factory=dict)
+    max_rows: int | None = Field(None, ge=1)
+    timeout_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _parameters_match_the_sql(self) -> CannedQuery:
+        used = set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", self.sql))
+        declared = set(self.parameters)
+        if used != declared:
+            raise ValueError(
+                f"the SQL uses parameters {sorted(used)} but {sorted(declared)} are declared"
+            )
+        return self
+
+
 class SqlSettings(_Section):
     """The DuckDB engine and the limits of every query."""
 
@@ -49,30 +88,149 @@ class SqlSettings(_Section):
     threads: int = Field(2, ge=1, description="DuckDB worker threads.")
     max_temp_directory_size: str = Field("1GB", description="Cap on DuckDB spill to disk.")
     concurrency: int = Field(4, ge=1, description="Queries run at once; others wait.")
+    readable_directories: list[Path] = Field(
+        default_factory=list,
+        description="Directories whose files SQL may read (read_csv, read_parquet, ...), besides "
+        "the pipelines' outputs. Everything else on disk or the network is refused.",
+    )
+    progress_interval_s: float = Field(
+        1.0, gt=0, description="How often a running query reports progress to the client."
+    )
+    stats_timeout_s: float = Field(
+        3.0, gt=0, description="Time budget of describe_table's statistics (stats=true)."
+    )
+    allow_ad_hoc_sql: bool = Field(
+        True, description="false: no query or explain tool; only the canned queries remain."
+    )
+    canned_queries: dict[str, CannedQuery] = Field(
+        default_factory=dict, description="Named, parameterised queries, each its own tool."
+    )
+    results_ttl_s: float = Field(
+        900.0, gt=0, description="How long a stored large result can be paged or downloaded."
+    )
+    results_max_rows: int = Field(
+        10_000_000, ge=1, description="Most rows stored for one large result."
+    )
+    results_max_bytes: int = Field(
+        1_000_000_000, ge=1_000_000, description="Disk space for all stored results together."
+    )
+    results_max_running: int = Field(
+        2, ge=0, description="Large results being stored at once (0: never store results)."
+    )
+
+
+class ChartSettings(_Section):
+    """Charts of query and pipeline results: how many points, how big, how long to draw."""
+
+    max_points: int = Field(
+        2000,
+        ge=10,
+        description="Most points (rows) one chart plots; larger results are sampled (scatter), "
+        "averaged into buckets (line) or cut (bar), and the chart says so.",
+    )
+    max_bars: int = Field(50, ge=1, description="Most categories one bar chart shows.")
+    max_series: int = Field(
+        8, ge=1, description="Most series (lines, colours) one chart shows; the largest are kept."
+    )
+    max_bins: int = Field(200, ge=2, description="Most bins one histogram may ask for.")
+    width_px: int = Field(1000, ge=200, le=4000, description="Width of a chart image in pixels.")
+    height_px: int = Field(600, ge=150, le=4000, description="Height of a chart image in pixels.")
+    render_timeout_s: float = Field(
+        10.0, gt=0, description="Longest the drawing of one chart may take."
+    )
+    render_concurrency: int = Field(2, ge=1, description="Charts drawn at once; others wait.")
+
+
+class PipelineOverride(_Section):
+    """Run options for one pipeline, replacing the registry's and the defaults."""
+
+    run_timeout_s: float | None = Field(None, gt=0)
+    concurrency: int | None = Field(None, ge=1)
+    engine: Literal["local", "threads", "dask"] | None = None
+    cache: bool | None = None
 
 
 class PipelineSettings(_Section):
     """Hamilton pipelines from the registry in pipelines/."""
 
     run_timeout_s: float = Field(60.0, gt=0, description="Longest a pipeline run may take.")
-    concurrency: int = Field(2, ge=1, description="Pipeline runs at once; others wait.")
+    concurrency: int = Field(
+        2, ge=1, description="Pipeline runs at once (worker processes); others wait."
+    )
+    overrides: dict[str, PipelineOverride] = Field(
+        default_factory=dict,
+        description="Per-pipeline run_timeout_s, concurrency, engine and cache, by name.",
+    )
+    persist_results: bool = Field(
+        False, description="Also write table outputs as Parquet, queryable with sql_query."
+    )
+    results_keep: int = Field(20, ge=1, description="Persisted runs kept; older ones deleted.")
+    dask_scheduler: str | None = Field(
+        None, description="Dask scheduler address; unset: a local cluster per run worker."
+    )
+    engine_workers: int = Field(
+        2, ge=1, description="Threads (threads engine) or local Dask processes one run uses."
+    )
+    tasks_url: SecretStr = Field(
+        SecretStr("memory://"),
+        description="Background-run queue: memory:// (in-process) or a redis:// URL shared "
+        "with worker processes.",
+    )
+    tasks_name: str = Field("gateway-pipelines", description="Queue name shared with workers.")
+    tasks_concurrency: int = Field(
+        2, ge=1, description="Background runs one process (gateway or worker) takes at once."
+    )
 
 
 class BackendConfig(_Section):
-    """One remote MCP server, in the mcpServers shape: a ``url`` or a ``command``."""
+    """One remote backend, in the mcpServers shape: an MCP server at a ``url`` or started by a
+    ``command``, or a REST API described by an ``openapi`` spec."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     url: str | None = None
     transport: Literal["http", "streamable-http", "sse"] | None = None
     headers: dict[str, SecretStr] = Field(default_factory=dict)
+    bearer_token_env: str | None = Field(
+        None, description="Environment variable holding a bearer token sent to this backend."
+    )
+    forward_headers: list[str] = Field(
+        default_factory=list,
+        description="Client request headers passed on to this backend; none unless named.",
+    )
     command: str | None = None
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     cwd: Path | None = None
+    openapi: str | None = Field(None, description="OpenAPI spec of a REST API: a file or URL.")
+    base_url: str | None = Field(None, description="Where the REST API of `openapi` is served.")
     enabled: bool = True
+    allow_tools: list[str] = Field(
+        default_factory=list, description="Only these backend tools (shell patterns); all if empty."
+    )
+    deny_tools: list[str] = Field(
+        default_factory=list, description="Backend tools never offered (shell patterns)."
+    )
     timeout_s: float = Field(10.0, gt=0, description="Longest wait for one backend request.")
     connect_timeout_s: float = Field(5.0, gt=0, description="Longest wait to connect.")
+    circuit_failures: int = Field(
+        3, ge=1, description="Consecutive failures that open the circuit (requests then refused)."
+    )
+    circuit_reset_s: float = Field(
+        30.0, gt=0, description="How long an open circuit refuses before one probe request."
+    )
+    refresh_interval_s: float = Field(
+        60.0, gt=0, description="How often the backend's catalog is refreshed in the background."
+    )
+    stale_grace_s: float = Field(
+        300.0, ge=0, description="How long a down backend's last catalog is still offered."
+    )
+    restart_backoff_s: float = Field(
+        1.0, gt=0, description="First wait before restarting a crashed stdio backend (doubles)."
+    )
+    restart_backoff_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between restarts of a crashed stdio backend."
+    )
 
     # Claude Desktop and others write "type" where fastmcp writes "transport".
     @model_validator(mode="before")
@@ -85,11 +243,111 @@ class BackendConfig(_Section):
 
     @model_validator(mode="after")
     def _url_or_command(self) -> BackendConfig:
-        if bool(self.url) == bool(self.command):
-            raise ValueError("give either 'url' (HTTP/SSE) or 'command' (stdio), not both")
+        if [bool(self.url), bool(self.command), bool(self.openapi)].count(True) != 1:
+            raise ValueError(
+                "give either 'url' (HTTP/SSE), 'command' (stdio) or 'openapi' (REST API), "
+                "exactly one of them"
+            )
         if self.url and not self.url.startswith(("http://", "https://")):
             raise ValueError("'url' must start with http:// or https://")
+        if self.openapi and not (self.base_url or "").startswith(("http://", "https://")):
+            raise ValueError("'openapi' needs 'base_url', the http(s) address of the API")
+        spec_file = self.openapi and not self.openapi.startswith(("http://", "https://"))
+        if spec_file and not Path(self.openapi).is_file():
+            raise ValueError(f"'openapi': the spec file {self.openapi} does not exist")
+        if self.bearer_token_env and not os.environ.get(self.bearer_token_env):
+            raise ValueError(
+                f"'bearer_token_env': environment variable {self.bearer_token_env} is not set"
+            )
+        if self.restart_backoff_max_s < self.restart_backoff_s:
+            raise ValueError("'restart_backoff_max_s' must be at least 'restart_backoff_s'")
         return self
+
+
+class ToolSearchSettings(_Section):
+    """A search tool offered instead of the full listing when there are many tools."""
+
+    threshold: int = Field(
+        50, ge=0, description="Visible tools above which the listing becomes search (0: never)."
+    )
+    max_results: int = Field(5, ge=1, description="Tools one search returns.")
+
+
+class AuthSettings(_Section):
+    """Who may call over HTTP: hashed static tokens (file or environment) and JWTs, and the
+    scopes each client gets. Unset: no auth (then only loopback addresses are served)."""
+
+    tokens_file: Path | None = Field(
+        None,
+        description="JSON-lines file of hashed tokens, one {client, scopes, sha256} a line "
+        "(make entries with `gateway.py token`).",
+    )
+    token: SecretStr | None = Field(
+        None, description="One bearer token accepted as is (set it in the environment)."
+    )
+    token_client: str = Field("operator", description="Client name of `token`.")
+    token_scopes: list[str] = Field(
+        default_factory=lambda: ["*"], description="Scopes of `token` (`*`: every scope)."
+    )
+    jwt_public_key: str | None = Field(None, description="PEM public key verifying JWTs.")
+    jwt_jwks_url: str | None = Field(None, description="JWKS URL with the keys verifying JWTs.")
+    jwt_issuer: str | None = Field(None, description="Required `iss` of JWTs.")
+    jwt_audience: str | None = Field(None, description="Required `aud` of JWTs.")
+    jwt_algorithm: str = Field("RS256", description="Signature algorithm of JWTs.")
+    base_url: str | None = Field(
+        None,
+        description="Public URL of the gateway; with JWTs it enables the OAuth "
+        "protected-resource metadata (RFC 9728).",
+    )
+    tag_scopes: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra scope a component needs by tag, e.g. {"destructive": "admin"}.',
+    )
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.tokens_file or self.token or self.jwt_public_key or self.jwt_jwks_url)
+
+    @model_validator(mode="after")
+    def _jwt_needs_issuer_and_audience(self) -> AuthSettings:
+        if self.jwt_public_key and self.jwt_jwks_url:
+            raise ValueError("give either 'jwt_public_key' or 'jwt_jwks_url', not both")
+        if (self.jwt_public_key or self.jwt_jwks_url) and not (
+            self.jwt_issuer and self.jwt_audience
+        ):
+            raise ValueError("JWT verification needs 'jwt_issuer' and 'jwt_audience'")
+        return self
+
+
+class LimitSettings(_Section):
+    """What one client can ask: calls per second, response size, request body size."""
+
+    rate_per_s: float = Field(
+        10.0,
+        ge=0,
+        description="Calls a client with a token may make per second on average (0: no limit).",
+    )
+    rate_burst: int = Field(30, ge=1, description="Calls a client may make at once.")
+    max_response_bytes: int = Field(
+        5_000_000, ge=1_000, description="Largest tool or resource response, serialised."
+    )
+    max_body_bytes: int = Field(
+        1_000_000, ge=1_000, description="Largest HTTP request body (larger: 413)."
+    )
+
+
+class AuditSettings(_Section):
+    """The audit log of every call: JSON lines with rotation, and the recent calls in memory."""
+
+    file: Path | None = Field(
+        None, description="Audit log (JSON lines); unset: audit.jsonl in data_dir."
+    )
+    max_bytes: int = Field(10_000_000, ge=1_000, description="Size at which the log rotates.")
+    backup_count: int = Field(5, ge=0, description="Rotated audit logs kept.")
+    recent: int = Field(1000, ge=1, description="Calls kept in memory for admin_recent_calls.")
+    argument_chars: int = Field(
+        500, ge=20, description="Longest argument summary logged per call (secrets redacted)."
+    )
 
 
 def _demo_backend() -> dict[str, BackendConfig]:
@@ -120,21 +378,38 @@ class GatewaySettings(BaseSettings):
     ready_timeout_s: float = Field(
         2.0, gt=0, description="Longest /ready waits for one backend to answer."
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Gateway worker processes (HTTP transport). More than one serves stateless "
+        "HTTP, so any process answers any request.",
+    )
+    stateless_http: bool = Field(
+        False,
+        description="Serve stateless HTTP (no session in any process), as needed when several "
+        "replicas sit behind one load balancer; always on with more than one worker.",
+    )
     sql: SqlSettings = Field(default_factory=SqlSettings)
     pipelines: PipelineSettings = Field(default_factory=PipelineSettings)
+    charts: ChartSettings = Field(default_factory=ChartSettings)
     backends: dict[str, BackendConfig] = Field(
         default_factory=_demo_backend,
         alias="mcpServers",
         description="Remote MCP servers to proxy, by namespace. Default: the bundled demo.",
     )
+    tool_search: ToolSearchSettings = Field(default_factory=ToolSearchSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @field_validator("backends")
     @classmethod
     def _valid_namespaces(cls, backends: dict[str, BackendConfig]) -> dict[str, BackendConfig]:
         for key in backends:
-            if key in LOCAL_NAMESPACES:
+            if key in LOCAL_NAMESPACES or key.startswith(tuple(f"{n}_" for n in LOCAL_NAMESPACES)):
                 raise ValueError(
-                    f"mcpServers entry {key!r}: that namespace is taken by the gateway"
+                    f"mcpServers entry {key!r}: that namespace is taken by the gateway "
+                    "(its tools would shadow the gateway's own)"
                 )
             if not NAMESPACE_PATTERN.match(key):
                 raise ValueError(

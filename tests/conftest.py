@@ -14,7 +14,6 @@ import httpx
 import pytest
 from fastmcp import Client
 
-from gateway import create_gateway
 from servers.sample_data import ensure_sample_database
 from servers.settings import PROJECT_ROOT, GatewaySettings
 
@@ -34,6 +33,8 @@ def settings(data_dir: Path) -> GatewaySettings:
 
 @pytest.fixture(scope="session")
 def gateway(settings: GatewaySettings):
+    from gateway import create_gateway
+
     return create_gateway(settings)
 
 

@@ -9,16 +9,32 @@ from servers.settings import GatewaySettings
 
 LOCAL_TOOLS = {
     "sql_query",
+    "sql_explain",
     "sql_list_tables",
     "sql_describe_table",
+    "sql_read_result",
+    "sql_chart",
+    "sql_chart_view",
     "pipelines_list_pipelines",
     "pipelines_describe_pipeline",
     "pipelines_run_pipeline",
     "pipelines_run_carrier_delays",
     "pipelines_run_route_profile",
     "pipelines_run_weather_delays",
+    "pipelines_start_run",
+    "pipelines_chart_output",
+    "pipelines_get_run",
+    "pipelines_cancel_run",
     "admin_status",
+    "admin_recent_calls",
+    "admin_set_enabled",
+    "admin_reload",
+    "admin_cancel_run",
+    "admin_clear_caches",
 }
+READ_ONLY_TOOLS = {
+    name for name in LOCAL_TOOLS if name.startswith(("sql_", "admin_status", "pipelines_list"))
+} | {"pipelines_describe_pipeline", "pipelines_get_run"}
 DEMO_TOOLS = {"demo_convert_units", "demo_distance", "demo_convert_time", "demo_countdown"}
 
 
@@ -28,15 +44,25 @@ async def test_every_namespace_lists_its_tools_under_its_prefix(client: Client):
 
 
 async def test_resources_templates_and_prompts_carry_their_namespace(client: Client):
-    assert [str(r.uri) for r in await client.list_resources()] == ["demo://demo/units"]
+    resources = {str(r.uri) for r in await client.list_resources()}
+    # The chart view's app renderer (ui://...) is listed by fastmcp's apps support.
+    apps = {uri for uri in resources if uri.startswith("ui://")}
+    assert resources - apps == {"sql://sql/tables", "sql://sql/cheatsheet", "demo://demo/units"}
+    assert apps and all(uri.endswith("/renderer.html") for uri in apps)
     templates = {t.uri_template for t in await client.list_resource_templates()}
-    assert templates == {"pipelines://pipelines/{name}/dag", "demo://demo/zones/{region}"}
-    assert [p.name for p in await client.list_prompts()] == ["demo_trip_facts"]
+    assert templates == {
+        "sql://sql/tables/{table}/schema",
+        "sql://sql/results/{result_id}{?offset,limit}",
+        "pipelines://pipelines/{name}/dag",
+        "demo://demo/zones/{region}",
+    }
+    prompts = {p.name for p in await client.list_prompts()}
+    assert prompts == {"sql_explore_dataset", "sql_answer_with_sql", "demo_trip_facts"}
 
 
 async def test_read_only_tools_say_so(client: Client):
     for tool in await client.list_tools():
-        if tool.name.startswith(("sql_", "pipelines_", "admin_")):
+        if tool.name in READ_ONLY_TOOLS:
             assert tool.annotations.read_only_hint is True, tool.name
             assert tool.annotations.open_world_hint is False, tool.name
 
@@ -112,3 +138,11 @@ async def test_a_disabled_backend_is_not_mounted(data_dir):
     async with Client(create_gateway(settings)) as client:
         names = {tool.name for tool in await client.list_tools()}
     assert names == LOCAL_TOOLS
+
+
+async def test_a_result_handle_through_the_gateway_can_be_read(client: Client):
+    page = await client.call_tool("sql_query", {"sql": "SELECT range FROM range(600)"})
+    handle = page.structured_content["result"]
+    assert handle["uri"].startswith("sql://sql/results/")
+    contents = await client.read_resource(handle["uri"] + "?offset=590")
+    assert '"next_offset":null' in contents[0].text.replace(" ", "")

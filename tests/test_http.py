@@ -182,3 +182,28 @@ async def test_gateway_over_stdio_serves_every_namespace_like_a_desktop_client(d
         result = await client.call_tool("demo_distance", ONE_CALL_PER_NAMESPACE[3][1])
     assert {name for name, _ in ONE_CALL_PER_NAMESPACE} <= names
     check_answers("demo_distance", result.structured_content)
+
+
+async def test_a_pipeline_run_over_stdio_keeps_the_protocol_stream_clean(data_dir):
+    transport = StdioTransport(
+        command=sys.executable,
+        args=["gateway.py", "--transport", "stdio"],
+        env={"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_MCPSERVERS": "{}"},
+        cwd=str(PROJECT_ROOT),
+        keep_alive=False,
+    )
+    async with Client(transport, mode="legacy") as client:
+        result = await client.call_tool("pipelines_run_route_profile", {"dest": "ORD"})
+        again = await client.call_tool("sql_query", {"sql": "SELECT 1"})
+    assert result.structured_content["outputs"]["route_summary"]["flights"] > 0
+    assert again.structured_content["rows"] == [[1]]
+
+
+async def test_a_person_downloads_a_large_result_from_the_gateway(gateway_url):
+    async with Client(gateway_url + "/mcp") as client:
+        page = await client.call_tool("sql_query", {"sql": "SELECT * FROM airports ORDER BY faa"})
+    handle = page.structured_content["result"]
+    csv = httpx.get(gateway_url + handle["csv"], timeout=30)
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    lines = csv.text.strip().splitlines()
+    assert len(lines) == 1 + 1458 and lines[0].startswith('"faa","name"')

@@ -1,6 +1,7 @@
 """Charts of pipeline outputs: the same chart tool, over a pipeline's table."""
 
 import base64
+
 import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
