@@ -32,6 +32,7 @@ from servers.charts import (
     YLabelArg,
     YUnitArg,
 )
+from servers.pipeline_registry import PipelineInputs, PipelineName
 from servers.results import Column
 from servers.settings import GatewaySettings
 
@@ -46,13 +47,10 @@ def add_pipeline_chart_tool(mcp: FastMCP, runner: Any, settings: GatewaySettings
 
     @mcp.tool(annotations=READ_ONLY, output_schema=ChartData.model_json_schema())
     async def chart_output(
-        name: Annotated[str, Field(description="A pipeline name from list_pipelines.")],
+        name: PipelineName,
         output: Annotated[str, Field(description="One of the pipeline's table outputs.")],
         ctx: Context,
-        inputs: Annotated[
-            dict[str, Any] | None,
-            Field(description="Input values by name; omitted inputs take their defaults."),
-        ] = None,
+        inputs: PipelineInputs = None,
         kind: KindArg = "auto",
         x: XArg = None,
         y: YArg = None,

@@ -12,16 +12,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import ModuleType
-from typing import Any
+from typing import Annotated, Any
 
 import duckdb
 import pandas as pd
 from hamilton import driver
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from pipelines import ENGINES, Pipeline
 from servers.results import Column, Rows, cap_rows, json_value
 from servers.settings import PipelineOverride
+
+# The arguments of every tool that names a pipeline, its inputs and its outputs.
+PipelineName = Annotated[str, Field(description="A pipeline name from list_pipelines.")]
+PipelineInputs = Annotated[
+    dict[str, Any] | None,
+    Field(description="Input values by name; omitted inputs take their defaults."),
+]
+PipelineOutputs = Annotated[
+    list[str] | None, Field(description="Public outputs to compute; default all of them.")
+]
 
 INJECTED = {"db": duckdb.DuckDBPyConnection}
 

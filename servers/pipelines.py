@@ -37,6 +37,9 @@ from servers.pipeline_chart import add_pipeline_chart_tool
 from servers.pipeline_registry import (
     LoadedPipeline,
     PipelineError,
+    PipelineInputs,
+    PipelineName,
+    PipelineOutputs,
     check_call,
     describe,
     describe_inputs,
@@ -307,7 +310,7 @@ def build_server(
 
     @mcp.tool(annotations=READ_ONLY)
     def describe_pipeline(
-        name: Annotated[str, Field(description="A pipeline name from list_pipelines.")],
+        name: PipelineName,
     ) -> dict:
         """Describe one pipeline: its nodes with types and docs, what each output depends on
         (lineage), its input schema, and the DAG as Mermaid text."""
@@ -315,16 +318,10 @@ def build_server(
 
     @mcp.tool(annotations=READ_ONLY, task=BACKGROUND)
     async def run_pipeline(
-        name: Annotated[str, Field(description="A pipeline name from list_pipelines.")],
+        name: PipelineName,
         ctx: Context,
-        inputs: Annotated[
-            dict[str, Any] | None,
-            Field(description="Input values by name; omitted inputs take their defaults."),
-        ] = None,
-        outputs: Annotated[
-            list[str] | None,
-            Field(description="Public outputs to compute; default all of them."),
-        ] = None,
+        inputs: PipelineInputs = None,
+        outputs: PipelineOutputs = None,
     ) -> dict:
         """Run a pipeline by name with inputs and return its outputs: tables (columns and rows,
         capped, with `truncated`) and summaries. Prefer the typed run_<name> tools; for long
@@ -333,15 +330,9 @@ def build_server(
 
     @mcp.tool(annotations=READ_ONLY)
     async def start_run(
-        name: Annotated[str, Field(description="A pipeline name from list_pipelines.")],
-        inputs: Annotated[
-            dict[str, Any] | None,
-            Field(description="Input values by name; omitted inputs take their defaults."),
-        ] = None,
-        outputs: Annotated[
-            list[str] | None,
-            Field(description="Public outputs to compute; default all of them."),
-        ] = None,
+        name: PipelineName,
+        inputs: PipelineInputs = None,
+        outputs: PipelineOutputs = None,
     ) -> dict:
         """Start a pipeline run in the background and return its run_id at once. Follow it
         with get_run(run_id) (status, progress, then the result) and stop it with
