@@ -28,6 +28,8 @@ import duckdb
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from pipelines.summary import plain_number as _clean
+
 Origin = Literal["EWR", "JFK", "LGA"]
 
 OUTPUTS: tuple[str, ...] = (
@@ -117,13 +119,6 @@ def _round(df: pd.DataFrame) -> pd.DataFrame:
     df[_SHARE_COLUMNS] = df[_SHARE_COLUMNS].astype("float64").round(3)
     df[["flights", "cancelled"]] = df[["flights", "cancelled"]].astype("int64")
     return df
-
-
-def _clean(value: object, digits: int) -> float | None:
-    """A plain rounded float for a summary, or None for a missing value."""
-    if value is None or pd.isna(value):
-        return None
-    return round(float(value), digits)
 
 
 def delays_by_carrier_month(

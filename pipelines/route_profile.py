@@ -28,6 +28,8 @@ import duckdb
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from pipelines.summary import plain_number as _clean
+
 Origin = Literal["EWR", "JFK", "LGA"]
 
 OUTPUTS: tuple[str, ...] = (
@@ -68,13 +70,6 @@ def _route_flights(origin: str, dest: str) -> tuple[str, list]:
         WHERE origin = ? AND dest = ?
     """
     return sql, [origin, dest]
-
-
-def _clean(value: object, digits: int) -> float | None:
-    """A plain rounded float for a summary, or None for a missing value."""
-    if value is None or pd.isna(value):
-        return None
-    return round(float(value), digits)
 
 
 def route_monthly_flights(db: duckdb.DuckDBPyConnection, origin: Origin, dest: str) -> pd.DataFrame:

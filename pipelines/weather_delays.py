@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from pipelines.summary import plain_number as _clean
+
 Origin = Literal["EWR", "JFK", "LGA"]
 WeatherVariable = Literal[
     "visib", "wind_speed", "wind_gust", "precip", "temp", "dewp", "humid", "pressure"
@@ -141,13 +143,6 @@ def _equal_size_partition(sizes: np.ndarray, n_buckets: int) -> np.ndarray:
         buckets[start:end] = b - 1
         end = start
     return buckets
-
-
-def _clean(value: object, digits: int) -> float | None:
-    """A plain rounded float for a summary, or None for a missing value."""
-    if value is None or pd.isna(value):
-        return None
-    return round(float(value), digits)
 
 
 def _bucket_label(row: pd.Series) -> str:
