@@ -19,6 +19,7 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from servers.settings import PROJECT_ROOT
+from tests.backend_helpers import alive
 from tests.conftest import free_port, serving, wait_until_serving
 
 pytestmark = pytest.mark.slow
@@ -131,14 +132,6 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_shutdown_on_a_signal_leaves_no_subprocess_behind(data_dir, sig):
     port = free_port()
@@ -164,9 +157,9 @@ async def test_shutdown_on_a_signal_leaves_no_subprocess_behind(data_dir, sig):
         if process.poll() is None:
             process.kill()
     deadline = time.monotonic() + 5
-    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [pid for pid in children if _alive(pid)]
+    assert not [pid for pid in children if alive(pid)]
 
 
 async def test_gateway_over_stdio_serves_every_namespace_like_a_desktop_client(data_dir):
