@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,10 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-import httpx  # noqa: E402
 from fastmcp import Client  # noqa: E402
 
-from bench.common import ROOT, free_port, gateway_process, machine, summary  # noqa: E402
+from bench.common import gateway_process, machine, serving, summary  # noqa: E402
 from servers.sample_data import ensure_sample_database  # noqa: E402
 
 CONVERT = ("convert_units", {"value": 100, "from_unit": "mi", "to_unit": "km"})
@@ -46,25 +44,8 @@ HUNG = {"timeout_s": 1, "connect_timeout_s": 1, "circuit_failures": 1, "circuit_
 @contextmanager
 def demo_backend() -> Iterator[str]:
     """The bundled demo backend over HTTP; yields its /mcp URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "servers.demo_backend", "--transport", "http", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with serving(["-m", "servers.demo_backend", "--transport", "http"], ready="/mcp") as base:
+        yield base + "/mcp"
 
 
 @contextmanager

@@ -34,30 +34,39 @@ def free_port() -> int:
 
 
 @contextmanager
-def gateway_process(env: dict[str, str], args: list[str] = ()) -> Iterator[str]:
-    """A real gateway process on a free loopback port; yields its /mcp URL."""
+def serving(args: list[str], env: dict[str, str] | None = None, ready: str = "/health"):
+    """`python <args> --port N` from the project root on a free loopback port; yields its base
+    URL once `ready` answers, and stops the process afterwards."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "gateway.py", "--port", str(port), *args],
+        [sys.executable, *args, "--port", str(port)],
         cwd=ROOT,
-        env={**os.environ, **env},
+        env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                if httpx.get(base + ready, timeout=1).status_code < 500:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
         else:
-            raise TimeoutError("the gateway did not start")
-        yield f"http://127.0.0.1:{port}/mcp"
+            raise TimeoutError(f"{' '.join(args)} did not start")
+        yield base
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@contextmanager
+def gateway_process(env: dict[str, str], args: list[str] = ()) -> Iterator[str]:
+    """A real gateway process on a free loopback port; yields its /mcp URL."""
+    with serving(["gateway.py", *args], env) as base:
+        yield base + "/mcp"
 
 
 def rss_mb(pid: int | None = None) -> float:
