@@ -51,8 +51,9 @@ class Detach(Generic[T]):
     """Returned by work to hand its cursor to a background continuation.
 
     ``value`` is returned to the caller at once; ``continuation(cursor)`` then runs in a thread of
-    its own (it owns the cursor and must stop when asked through ``stop``) and the cursor is
-    closed after it. Used to keep streaming a large result to storage after the first page.
+    its own, owning the cursor, which is closed after it. It must bound itself: the result store
+    stops at its caps and on expiry, and DuckDB's statement limit interrupts the query. Used to
+    keep streaming a large result to storage after the first page.
     """
 
     value: T
