@@ -27,6 +27,7 @@ from servers.backends import install_backends
 from servers.client_config import clients_command
 from servers.health import Health
 from servers.limits import BodyLimit, ClientLimits
+from servers.lookup import Server
 from servers.metrics import install_metrics
 from servers.pipeline_registry import PipelineError
 from servers.policy import ScopePolicy, Scopes
@@ -54,7 +55,7 @@ def create_gateway(
     health = Health(timeout_s=settings.ready_timeout_s)
     backends = [name for name, config in settings.backends.items() if config.enabled]
     auth = build_auth(settings.auth)
-    gateway = FastMCP(
+    gateway = Server(
         "gateway",
         instructions=INSTRUCTIONS.format(backends=", ".join(f"{b}_*" for b in backends) or "none"),
         mask_error_details=True,

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 
 from servers.audit import Audit
 from servers.health import Health
+from servers.lookup import Server
 from servers.settings import GatewaySettings
 
 
@@ -26,7 +27,7 @@ def create_server(
     given the gateway's audit on the calls made, and when given ``runs`` (the pipelines
     server's runs in progress) on those."""
     health = health or Health(timeout_s=settings.ready_timeout_s)
-    mcp = FastMCP(
+    mcp = Server(
         "admin",
         instructions="Administration of the gateway: its version, uptime, mounts and backends.",
         mask_error_details=True,

@@ -33,6 +33,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from pipelines import Pipeline, registry
+from servers.lookup import Server
 from servers.pipeline_chart import add_pipeline_chart_tool
 from servers.pipeline_registry import (
     LoadedPipeline,
@@ -277,7 +278,7 @@ def build_server(
     )
     database = engine.database if engine else _database(settings)
     runner = Runner(settings, database, loaded)
-    mcp = FastMCP(
+    mcp = Server(
         "pipelines",
         instructions=(
             "Vetted Apache Hamilton dataflows over the database. list_pipelines shows each "

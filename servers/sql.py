@@ -16,6 +16,7 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
+from servers.lookup import Server
 from servers.result_store import ResultStore, UnknownResult
 from servers.results import markdown_table
 from servers.settings import CannedQuery, GatewaySettings, SqlSettings
@@ -24,7 +25,7 @@ from servers.sql_catalog import CHEAT_SHEET, columns, describe, statistics, tabl
 from servers.sql_chart import add_chart_tools
 from servers.sql_engine import Engine, QueryFailed, QueryTimeout
 from servers.sql_gate import RefusedStatement, check_statement
-from servers.sql_query import QueryResult, run_query
+from servers.sql_query import QueryResult, current_context, run_query
 from servers.sql_summary import with_summary
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
@@ -95,7 +96,7 @@ def build_server(
     with engine.connection.cursor() as cursor:
         table_names = [t["name"] for t in tables(cursor, None, "names")]
         check_canned_queries(cursor, limits.canned_queries)
-    mcp = FastMCP("sql", instructions=_instructions(settings, table_names), mask_error_details=True)
+    mcp = Server("sql", instructions=_instructions(settings, table_names), mask_error_details=True)
 
     async def answer(
         sql: str,
@@ -115,7 +116,6 @@ def build_server(
             sql: Annotated[
                 str, Field(description="One read-only DuckDB SQL statement.", min_length=1)
             ],
-            ctx: Context,
             max_rows: Annotated[
                 int | None,
                 Field(ge=1, description=f"At most this many rows (≤ {limits.max_rows})."),
@@ -147,6 +147,7 @@ def build_server(
             """
             rows_cap = min(max_rows or limits.max_rows, limits.max_rows)
             budget = min(timeout_s or limits.query_timeout_s, limits.query_timeout_s)
+            ctx = current_context()
             result = await guarded(run_query(engine, store, sql, None, rows_cap, budget, ctx))
             if summarize:
                 result = await with_summary(ctx, sql, result)

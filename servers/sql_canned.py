@@ -12,13 +12,13 @@ from typing import Annotated, Any, Literal
 
 import duckdb
 from fastmcp.exceptions import ToolError
-from fastmcp.server.dependencies import get_context
 from fastmcp.tools import Tool, ToolResult
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from servers.settings import CannedParameter, CannedQuery, SqlSettings
 from servers.sql_gate import RefusedStatement, check_statement
+from servers.sql_query import current_context
 
 RESERVED = {
     "query",
@@ -120,11 +120,4 @@ class CannedQueryTool(Tool):
         timeout = min(
             self.query.timeout_s or self.limits.query_timeout_s, self.limits.query_timeout_s
         )
-        return await self.answer(self.query.sql, values, rows, timeout, "json", _context())
-
-
-def _context():
-    try:
-        return get_context()
-    except RuntimeError:
-        return None
+        return await self.answer(self.query.sql, values, rows, timeout, "json", current_context())
