@@ -133,6 +133,7 @@ def serve_workers(settings: GatewaySettings, config_file: Path | None) -> None:
         port=settings.port,
         timeout_graceful_shutdown=5,
         log_level="info",
+        access_log=settings.access_log,
     )
 
 
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.port,
             timeout_graceful_shutdown=5,
             log_level="info",
+            access_log=settings.access_log,
         )
     return 0
 

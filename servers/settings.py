@@ -389,6 +389,11 @@ class GatewaySettings(BaseSettings):
         description="Serve stateless HTTP (no session in any process), as needed when several "
         "replicas sit behind one load balancer; always on with more than one worker.",
     )
+    access_log: bool = Field(
+        False,
+        description="Log every HTTP request (uvicorn's access log); the audit log records every "
+        "call either way.",
+    )
     sql: SqlSettings = Field(default_factory=SqlSettings)
     pipelines: PipelineSettings = Field(default_factory=PipelineSettings)
     charts: ChartSettings = Field(default_factory=ChartSettings)
