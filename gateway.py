@@ -70,7 +70,7 @@ def create_gateway(
     sql_server, sql_control = sql.build_server(settings, engine, namespace="sql")
     gateway.mount(sql_server, namespace="sql")
     # Background pipeline runs: the tasks extension lives on the root, the server that serves.
-    tasks = pipelines.tasks_extension(settings)
+    tasks = pipelines.tasks_extension(settings, namespace="pipelines")
     gateway.add_extension(tasks)
     pipelines_server, pipelines_control = pipelines.build_server(
         settings, engine, served_pipelines, tasks=tasks

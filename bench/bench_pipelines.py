@@ -27,7 +27,6 @@ from bench import bench_dataflow  # noqa: E402
 from bench.common import ROOT, machine, summary  # noqa: E402
 from gateway import create_gateway  # noqa: E402
 from pipelines import Pipeline, registry  # noqa: E402
-from servers.pipelines import create_server, tasks_extension  # noqa: E402
 from servers.sample_data import ensure_sample_database  # noqa: E402
 from servers.settings import GatewaySettings  # noqa: E402
 from servers.sql_engine import open_connection  # noqa: E402
@@ -37,11 +36,8 @@ RUNS = {"trivial (1 node)": ["answer"], "real (4 nodes, flights into pandas)": [
 
 def gateway_with_bench_pipeline(settings: GatewaySettings):
     """The real gateway with the bench dataflow added to its pipelines namespace."""
-    gateway = create_gateway(settings)
-    tasks = tasks_extension(settings)
     pipelines = {"bench": Pipeline(bench_dataflow, bench_dataflow.OUTPUTS), **registry()}
-    gateway.mount(create_server(settings, pipelines=pipelines, tasks=tasks), namespace="bench")
-    return gateway
+    return create_gateway(settings, served_pipelines=pipelines)
 
 
 async def measure(client: Client, database: Path, settings: GatewaySettings, n: int) -> dict:
@@ -59,7 +55,7 @@ async def measure(client: Client, database: Path, settings: GatewaySettings, n: 
     async def gateway(outputs: list[str]) -> float:
         started = time.perf_counter()
         await client.call_tool(
-            "bench_run_pipeline", {"name": "bench", "inputs": {"x": 41}, "outputs": outputs}
+            "pipelines_run_pipeline", {"name": "bench", "inputs": {"x": 41}, "outputs": outputs}
         )
         return time.perf_counter() - started
 

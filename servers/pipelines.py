@@ -211,14 +211,35 @@ class PipelineTool(Tool):
         return self.convert_result(result)
 
 
-def tasks_extension(settings: GatewaySettings) -> TasksExtension:
+class PipelineTasks(TasksExtension):
+    """The tasks extension, consulted only for the pipelines' tools (named ``namespace_...``
+    once mounted): no other tool runs as a task, and the extension looks every called tool up
+    to learn whether it may, a lookup other calls need not pay for (~0.1 ms measured)."""
+
+    def __init__(self, *, namespace: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prefix = f"{namespace}_" if namespace else ""
+
+    async def intercept_tool_call(self, params, context, call_next):
+        if not params.name.startswith(self.prefix):
+            return await call_next()
+        return await super().intercept_tool_call(params, context, call_next)
+
+
+def tasks_extension(settings: GatewaySettings, namespace: str | None = None) -> PipelineTasks:
     """The background-run queue from settings: in-process (memory://, private to this server)
-    or Redis, shared by name with worker processes."""
+    or Redis, shared by name with worker processes. ``namespace``: where the pipelines server
+    is mounted on the server the extension is added to."""
     url = settings.pipelines.tasks_url.get_secret_value()
     name = settings.pipelines.tasks_name
     if url.startswith("memory://"):
         name = f"{name}-{uuid.uuid4().hex[:8]}"
-    return TasksExtension(url=url, name=name, concurrency=settings.pipelines.tasks_concurrency)
+    return PipelineTasks(
+        namespace=namespace,
+        url=url,
+        name=name,
+        concurrency=settings.pipelines.tasks_concurrency,
+    )
 
 
 class PipelinesControl:

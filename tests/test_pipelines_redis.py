@@ -110,7 +110,7 @@ async def test_a_worker_process_executes_runs_queued_on_redis(worker, data_dir):
         },
     )
     # Mounted as in the gateway, so the queued runs' names match the worker's.
-    tasks = tasks_extension(settings)
+    tasks = tasks_extension(settings, namespace="pipelines")
     gateway = FastMCP("gateway")
     gateway.add_extension(tasks)
     gateway.mount(create_server(settings, tasks=tasks), namespace="pipelines")
