@@ -94,6 +94,10 @@ def iso_duration(months: int, days: int, seconds: float) -> str:
     return "P" + (date + time_part or "T0S")
 
 
+def _encoded(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, default=str).encode()
+
+
 def cap_rows(
     columns: Sequence[Column],
     rows: Iterable[Sequence[Any]],
@@ -106,18 +110,23 @@ def cap_rows(
     more); it is consumed lazily.
     """
     kept: list[list[Any]] = []
-    size = 2
     reason: Literal["rows", "bytes"] | None = None
     for row in rows:
         if len(kept) == max_rows:
             reason = "rows"
             break
-        values = [json_value(v) for v in row]
-        size += len(json.dumps(values, ensure_ascii=False, default=str).encode()) + 1
-        if size > max_bytes:
-            reason = "bytes"
-            break
-        kept.append(values)
+        kept.append([json_value(v) for v in row])
+    # The page's size counts each row's JSON plus one byte. Encoding the whole page at once is
+    # never smaller than that (", " between rows), so when it fits, every row does: the common
+    # case costs one encoding instead of one per row. Otherwise find the row that passes the cap.
+    if len(_encoded(kept)) > max_bytes:
+        size = 2
+        for index, values in enumerate(kept):
+            size += len(_encoded(values)) + 1
+            if size > max_bytes:
+                del kept[index:]
+                reason = "bytes"
+                break
     hint = None
     if reason == "rows":
         hint = (
