@@ -1,16 +1,21 @@
-"""The dataflow bench_pipelines.py runs: `answer` is a trivial run (one tiny node, no data);
+"""The dataflow the benchmarks run: `answer` is a trivial run (one tiny node, no data);
 `delay_profile` is a real one of a few hundred milliseconds (the flights table into pandas,
-joined to the hourly weather, then group-bys). Registered only by the benchmark."""
+joined to the hourly weather, then group-bys); `long_profile` repeats those group-bys for
+`seconds` seconds, a long CPU-bound run (one core, like a heavy pandas transform) for
+bench_isolation.py. Registered only by the benchmarks (bench_pipelines.py, bench/trivial.py)."""
+
+import time
 
 import duckdb
 import pandas as pd
 from pydantic import BaseModel, Field
 
-OUTPUTS = ("answer", "delay_profile")
+OUTPUTS = ("answer", "delay_profile", "long_profile")
 
 
 class Inputs(BaseModel):
     x: int = Field(41, description="A number.")
+    seconds: float = Field(1.0, description="How long long_profile keeps computing.")
 
 
 def answer(x: int) -> int:
@@ -47,3 +52,14 @@ def delay_profile(flights_with_weather: pd.DataFrame) -> dict:
             for origin in by_origin.index
         },
     }
+
+
+def long_profile(flights_with_weather: pd.DataFrame, seconds: float) -> dict:
+    """delay_profile computed again and again for `seconds` seconds: how many times it ran."""
+    deadline = time.monotonic() + seconds
+    repeats = 0
+    while True:
+        delay_profile(flights_with_weather)
+        repeats += 1
+        if time.monotonic() >= deadline:
+            return {"repeats": repeats}

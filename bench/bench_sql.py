@@ -2,10 +2,10 @@
 
     uv run python bench/bench_sql.py [--quick]
 
-Measures (1) added latency per query, in memory and over loopback HTTP, for a sub-millisecond
-query, a few-millisecond aggregate and a ~100 ms query; (2) a fast query's p99 while one 20 s
-query runs, against idle; (3) time to the first page and memory growth for a 10-million-row
-result. Prints a JSON report; docs/benchmarks.md records a run.
+Measures the added latency per query, in memory and over loopback HTTP, for a sub-millisecond
+query, a few-millisecond aggregate and a ~100 ms query. (Isolation under long queries and big
+results have benchmarks of their own: bench_isolation.py, bench_results.py.) Prints a JSON
+report; docs/benchmarks.md records a run.
 """
 
 import argparse
@@ -21,7 +21,7 @@ from fastmcp import Client, FastMCP
 from fastmcp.tools import ToolResult
 from mcp.types import TextContent
 
-from bench.common import gateway_process, machine, rss_mb, summary
+from bench.common import gateway_process, machine, summary
 from gateway import create_gateway
 from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
@@ -39,7 +39,6 @@ QUERIES = {
         "GROUP BY origin ORDER BY origin"
     ),
 }
-LONG_QUERY = "SELECT count(*) FROM range(1000000000000) t(x) WHERE x % 7 = 3"
 
 
 def raw_duckdb(database: Path, sql: str, n: int) -> list[float]:
@@ -122,51 +121,6 @@ async def latency(database: Path, settings: GatewaySettings, url: str, n: int) -
     return report
 
 
-async def isolation(url: str, n: int) -> dict:
-    async with Client(url) as client:
-        idle = await through(client, "SELECT 42", n)
-        busy_task = asyncio.create_task(
-            client.call_tool("sql_query", {"sql": LONG_QUERY, "timeout_s": 20})
-        )
-        await asyncio.sleep(1)  # let the long query start
-        busy = await through(client, "SELECT 42", n)
-        busy_task.cancel()
-    result = {"idle": summary(idle), "one_20s_query_running": summary(busy)}
-    result["p99_ratio"] = round(
-        result["one_20s_query_running"]["p99_ms"] / result["idle"]["p99_ms"], 2
-    )
-    return result
-
-
-async def big_result(settings: GatewaySettings) -> dict:
-    gateway = create_gateway(settings)
-    async with Client(gateway) as client:
-        await client.call_tool("sql_query", {"sql": "SELECT 1"})
-        before = rss_mb()
-        started = time.perf_counter()
-        page = await client.call_tool(
-            "sql_query",
-            {
-                "sql": "SELECT range AS id, range * 2 AS twice, 'row ' || range AS label "
-                "FROM range(10000000)"
-            },
-        )
-        first_page_s = time.perf_counter() - started
-        handle = page.structured_content["result"]
-        started = time.perf_counter()
-        last = await client.call_tool(
-            "sql_read_result", {"result_id": handle["id"], "offset": 9_999_500}
-        )
-        last_page_s = time.perf_counter() - started
-        peak = rss_mb()
-    return {
-        "first_page_s": round(first_page_s, 3),
-        "last_page_after_s": round(last_page_s, 3),
-        "last_row": last.structured_content["rows"][-1][0],
-        "rss_growth_mb": round(peak - before, 1),
-    }
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -176,17 +130,13 @@ async def main() -> None:
         data_dir = Path(scratch)
         database = ensure_sample_database(data_dir)
         shutil.copyfile(database, data_dir / "raw.duckdb")  # the baseline opens its own copy
-        env = {"GATEWAY_DATA_DIR": scratch, "GATEWAY_SQL__QUERY_TIMEOUT_S": "30"}
-        settings = GatewaySettings.load(
-            data_dir=data_dir, mcpServers={}, sql={"query_timeout_s": 30}
-        )
-        with gateway_process({**env, "GATEWAY_MCPSERVERS": "{}"}) as url:
+        env = {"GATEWAY_DATA_DIR": scratch, "GATEWAY_MCPSERVERS": "{}"}
+        settings = GatewaySettings.load(data_dir=data_dir, mcpServers={})
+        with gateway_process(env) as url:
             report = {
                 "machine": machine(),
                 "latency": await latency(data_dir / "raw.duckdb", settings, url, n),
-                "isolation": await isolation(url, n),
             }
-        report["big_result"] = await big_result(settings)
     print(json.dumps(report, indent=2))
 
 

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -33,10 +34,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Served:
+    """A process serving HTTP on a loopback port: its base URL and its pid."""
+
+    base: str
+    pid: int
+
+
 @contextmanager
-def serving(args: list[str], env: dict[str, str] | None = None, ready: str = "/health"):
+def server_process(
+    args: list[str], env: dict[str, str] | None = None, ready: str = "/health"
+) -> Iterator[Served]:
     """`python <args> --port N` from the project root on a free loopback port; yields its base
-    URL once `ready` answers, and stops the process afterwards."""
+    URL and pid once `ready` answers, and stops the process afterwards."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, *args, "--port", str(port)],
@@ -49,6 +60,8 @@ def serving(args: list[str], env: dict[str, str] | None = None, ready: str = "/h
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{' '.join(args)} exited with {process.returncode}")
             try:
                 if httpx.get(base + ready, timeout=1).status_code < 500:
                     break
@@ -56,10 +69,18 @@ def serving(args: list[str], env: dict[str, str] | None = None, ready: str = "/h
                 time.sleep(0.1)
         else:
             raise TimeoutError(f"{' '.join(args)} did not start")
-        yield base
+        yield Served(base, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@contextmanager
+def serving(args: list[str], env: dict[str, str] | None = None, ready: str = "/health"):
+    """`python <args> --port N` from the project root on a free loopback port; yields its base
+    URL once `ready` answers, and stops the process afterwards."""
+    with server_process(args, env, ready) as served:
+        yield served.base
 
 
 @contextmanager
@@ -69,11 +90,17 @@ def gateway_process(env: dict[str, str], args: list[str] = ()) -> Iterator[str]:
         yield base + "/mcp"
 
 
-def rss_mb(pid: int | None = None) -> float:
-    """Resident memory of a process (this one by default), in MB."""
+def rss_mb(pid: int | None = None, field: str = "VmRSS") -> float:
+    """Resident memory of a process (this one by default), in MB; `field="VmHWM"` gives its
+    peak since it started or since reset_peak_rss."""
     status = Path(f"/proc/{pid or 'self'}/status").read_text()
-    line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+    line = next(line for line in status.splitlines() if line.startswith(f"{field}:"))
     return int(line.split()[1]) / 1024
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Set a process's VmHWM (peak resident memory) back to its current VmRSS (Linux)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def machine() -> dict:
