@@ -6,10 +6,9 @@ Each benchmark module runs in a subprocess of its own (`python -m bench.<name> [
 none inherits another's state), prints its JSON report on stdout, and is timed. The combined
 report (machine, each module's status, wall-clock time and report) is written to
 bench/results/<date>.json (<date>-quick.json with --quick), and one summary line per module is
-printed. bench_throughput is skipped, saying so, when `wrk` is not installed; a benchmark
-module that does not exist yet is skipped too. A module that fails is reported with the end of
-its stderr, and the others still run. The full run takes about 10 minutes (--quick: about 5),
-plus building the TPC-H database the first time.
+printed. bench_throughput is skipped, saying so, when `wrk` is not installed. A module that
+fails is reported with the end of its stderr, and the others still run. The full run takes
+about 10 minutes (--quick: about 5), plus building the TPC-H database the first time.
 """
 
 import argparse
@@ -34,21 +33,9 @@ MODULES = (
     "bench_throughput",
     "bench_tpch",
 )
-# Short runs for modules without a --quick flag.
-QUICK_ARGS = {"bench_throughput": ["--seconds", "3"]}
-
-
-def arguments(name: str, quick: bool) -> list[str]:
-    if not quick:
-        return []
-    if "--quick" in (BENCH / f"{name}.py").read_text():
-        return ["--quick"]
-    return QUICK_ARGS.get(name, [])
 
 
 def skip_reason(name: str) -> str | None:
-    if not (BENCH / f"{name}.py").is_file():
-        return f"bench/{name}.py does not exist"
     if name == "bench_throughput" and shutil.which("wrk") is None:
         return "needs wrk, a C load generator (apt-get install wrk)"
     return None
@@ -59,7 +46,7 @@ def run_module(name: str, quick: bool) -> dict:
     reason = skip_reason(name)
     if reason:
         return {"status": "skipped", "reason": reason}
-    args = arguments(name, quick)
+    args = ["--quick"] if quick else []
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", f"bench.{name}", *args], cwd=ROOT, capture_output=True, text=True

@@ -1,12 +1,17 @@
-"""Throughput of the gateway over HTTP, and its memory, with one and with two worker processes.
+"""Throughput over HTTP with one and with two worker processes, and the gateway's memory.
 
-    uv run python -m bench.bench_throughput [--seconds 10]      (needs wrk: apt-get install wrk)
+    uv run python -m bench.bench_throughput [--quick] [--seconds 5]   (needs wrk: apt install wrk)
 
-wrk, a load generator written in C (so it takes little of the CPU the gateway needs), replays one
-stateless `tools/call` of `sql_query("SELECT 42")` at concurrency 1, 8 and 32 against a real
-gateway process started with `--workers 1` and `--workers 2` (stateless HTTP). Errors are
-non-2xx answers and socket errors. Memory: the resident size of the gateway's processes when
-idle, and the growth per open 2025-11-25 session (one worker, sessions kept open). Prints JSON.
+wrk, a load generator written in C (so it takes little of the CPU the servers need), replays one
+stateless `tools/call` at concurrency 1, 8 and 32 for `--seconds` after a warm-up, against:
+- the gateway with the trivial tool mounted (`bench_echo`, bench/trivial.py): the target path;
+- the trivial server alone (`echo`, fastmcp with nothing else): the limit of the stack;
+- the gateway's `sql_query("SELECT 42")`: a real tool.
+Each is started with `--workers 1` and `--workers 2` (stateless HTTP, uvloop and httptools as
+the gateway serves). Errors are non-2xx answers, socket errors, and answers that are not a
+successful tool result (checked in every response body). Memory: the resident size of a real
+gateway process (`gateway.py`) when idle, and its growth per open 2025-11-25 session. Prints
+JSON.
 """
 
 import argparse
@@ -20,14 +25,13 @@ from pathlib import Path
 
 from fastmcp import Client
 
-from bench.common import gateway_process, machine, rss_mb
+from bench.common import machine, rss_mb, server_process
 from servers.sample_data import ensure_sample_database
 
-CALL = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "tools/call",
-    "params": {"name": "sql_query", "arguments": {"sql": "SELECT 42"}},
+PATHS = {
+    "gateway bench_echo": (["-m", "bench.trivial"], "bench_echo", {"text": "hi"}),
+    "fastmcp alone, echo": (["-m", "bench.trivial", "--direct"], "echo", {"text": "hi"}),
+    "gateway sql_query": (["-m", "bench.trivial"], "sql_query", {"sql": "SELECT 42"}),
 }
 SCRIPT = """
 wrk.method = "POST"
@@ -35,30 +39,43 @@ wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
 wrk.headers["MCP-Protocol-Version"] = "2025-11-25"
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+function init(args) bad = 0 end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"isError":false', 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local total = 0
+  for _, t in ipairs(threads) do total = total + t:get("bad") end
+  io.write(string.format("NOT_A_RESULT %d\\n", total))
+end
 """
 
 
-def run_wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
+def wrk_script(folder: Path, tool: str, arguments: dict) -> Path:
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments},
+    }
+    script = folder / f"{tool}.lua"
+    script.write_text(SCRIPT.format(body=json.dumps(call)))
+    return script
+
+
+def run_wrk(url: str, connections: int, seconds: float, script: Path) -> dict:
+    threads = str(min(connections, 2))
     out = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            str(min(connections, 2)),
-            "-c",
-            str(connections),
-            "-d",
-            f"{seconds}s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
+        ["wrk", "-t", threads, "-c", str(connections), "-d", f"{seconds}s", "--latency"]
+        + ["-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", out))
+    errors = int(re.search(r"NOT_A_RESULT (\d+)", out).group(1))
     errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     p50 = re.search(r"50%\s+([\d.]+)(\w+)", out)
     p99 = re.search(r"99%\s+([\d.]+)(\w+)", out)
@@ -70,31 +87,25 @@ def run_wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
     }
 
 
-def gateway_rss(pid_of_url: str) -> float:
-    """Resident MB of every gateway process listening for this URL (the parent and its workers)."""
-    port = pid_of_url.rsplit(":", 1)[1].split("/")[0]
-    pids = subprocess.run(
-        ["pgrep", "-f", f"gateway.py --port {port}"], capture_output=True, text=True
-    ).stdout.split()
-    total = 0.0
-    for pid in pids:
-        total += rss_mb(int(pid))
-        children = subprocess.run(["pgrep", "-P", pid], capture_output=True, text=True).stdout
-        total += sum(rss_mb(int(child)) for child in children.split())
-    return round(total, 1)
+def process_tree_rss(pid: int) -> float:
+    """Resident MB of a process and its children (uvicorn's workers, pipeline workers)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return rss_mb(pid) + sum(process_tree_rss(int(child)) for child in children.split())
 
 
-async def sessions_memory(url: str, sessions: int) -> dict:
-    before = gateway_rss(url)
-    clients = [Client(url, mode="legacy") for _ in range(sessions)]
-    for client in clients:
-        await client.__aenter__()
-        await client.call_tool("sql_query", {"sql": "SELECT 1"})
-    after = gateway_rss(url)
-    for client in clients:
-        await client.__aexit__(None, None, None)
+async def sessions_memory(env: dict, sessions: int) -> dict:
+    with server_process(["gateway.py"], env) as served:
+        url = served.base + "/mcp"
+        before = process_tree_rss(served.pid)
+        clients = [Client(url, mode="legacy") for _ in range(sessions)]
+        for client in clients:
+            await client.__aenter__()
+            await client.call_tool("sql_query", {"sql": "SELECT 1"})
+        after = process_tree_rss(served.pid)
+        for client in clients:
+            await client.__aexit__(None, None, None)
     return {
-        "idle_rss_mb": before,
+        "idle_rss_mb": round(before, 1),
         "sessions": sessions,
         "per_session_kb": round((after - before) * 1024 / sessions, 1),
     }
@@ -102,28 +113,30 @@ async def sessions_memory(url: str, sessions: int) -> dict:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="2 s per measurement")
+    parser.add_argument("--seconds", type=float, default=5)
     args = parser.parse_args()
+    seconds = 2 if args.quick else args.seconds
     if shutil.which("wrk") is None:
         raise SystemExit("this benchmark needs wrk: apt-get install wrk")
-    report = {"machine": machine(), "throughput": {}}
+    report = {"machine": machine(), "seconds_per_measurement": seconds, "throughput": {}}
     with tempfile.TemporaryDirectory() as scratch:
         ensure_sample_database(Path(scratch))
-        script = Path(scratch) / "call.lua"
-        script.write_text(SCRIPT.format(body=json.dumps(CALL)))
-        env = {
-            "GATEWAY_DATA_DIR": scratch,
-            "GATEWAY_MCPSERVERS": "{}",
-            "GATEWAY_STATELESS_HTTP": "true",
-        }
+        env = {"GATEWAY_DATA_DIR": scratch, "GATEWAY_MCPSERVERS": "{}"}
         for workers in (1, 2):
-            with gateway_process(env, ["--workers", str(workers)]) as url:
-                run_wrk(url, 8, 2, script)  # warm up every worker
-                report["throughput"][f"{workers} worker(s)"] = {
-                    f"concurrency {c}": run_wrk(url, c, args.seconds, script) for c in (1, 8, 32)
-                }
-        with gateway_process({**env, "GATEWAY_STATELESS_HTTP": "false"}) as url:
-            report["memory"] = await sessions_memory(url, 20)
+            for name, (command, tool, arguments) in PATHS.items():
+                script = wrk_script(Path(scratch), tool, arguments)
+                stateless = {**env, "GATEWAY_STATELESS_HTTP": "true"}
+                ready = "/mcp" if "--direct" in command else "/health"
+                with server_process(
+                    [*command, "--workers", str(workers)], stateless, ready
+                ) as served:
+                    url = served.base + "/mcp"
+                    run_wrk(url, 8, 2, script)  # warm up every worker
+                    report["throughput"][f"{name}, {workers} worker(s)"] = {
+                        f"concurrency {c}": run_wrk(url, c, seconds, script) for c in (1, 8, 32)
+                    }
+        report["memory"] = await sessions_memory(env, 20)
     print(json.dumps(report, indent=2))
 
 
