@@ -23,14 +23,16 @@ from starlette.applications import Starlette
 from bench import bench_dataflow
 from gateway import create_app, create_gateway
 from pipelines import Pipeline, registry
+from servers.lookup import Server
 from servers.settings import GatewaySettings
 
 
 def create_server() -> FastMCP:
-    server = FastMCP("trivial")
+    """A sub-server like the gateway's own (same class, errors masked) with one trivial tool."""
+    server = Server("trivial", mask_error_details=True)
 
     @server.tool
-    def echo(text: str = "") -> str:
+    async def echo(text: str = "") -> str:
         """Return the text unchanged."""
         return text
 
