@@ -1,11 +1,14 @@
 """sql_query through the gateway vs raw DuckDB in Python, on the same queries and data, in one run.
 
-    uv run python bench/bench_sql.py [--quick]
+    uv run python -m bench.bench_sql [--quick]
 
-Measures the added latency per query, in memory and over loopback HTTP, for a sub-millisecond
-query, a few-millisecond aggregate and a ~100 ms query. (Isolation under long queries and big
-results have benchmarks of their own: bench_isolation.py, bench_results.py.) Prints a JSON
-report; docs/benchmarks.md records a run.
+Measures the added latency per query, in memory and over loopback HTTP (both protocol eras), for
+a sub-millisecond query, a few-millisecond aggregate and a ~100 ms query, against raw DuckDB in
+Python (a read-only connection, a cursor per call, fetchall). The paths of a query are sampled
+in turn, one call each, so all see the same load; for SELECT 42 fastmcp's own floor joins them
+(a constant result with the same output schema through one mount). Isolation under long
+queries and big results have benchmarks of their own (bench_isolation.py, bench_results.py).
+Prints a JSON report; docs/benchmarks.md records a run.
 """
 
 import argparse
@@ -33,34 +36,27 @@ QUERIES = {
     "aggregate (delays by carrier)": (
         "SELECT carrier, count(*), avg(dep_delay) FROM flights GROUP BY carrier ORDER BY carrier"
     ),
-    "~100 ms (distinct counts over 4x flights)": (
+    "~100 ms (distinct counts over 8x flights)": (
         "SELECT origin, median(dep_delay), quantile_cont(arr_delay, 0.9), "
-        "count(DISTINCT tailnum || x) FROM flights CROSS JOIN range(4) t(x) "
+        "count(DISTINCT tailnum || x) FROM flights CROSS JOIN range(8) t(x) "
         "GROUP BY origin ORDER BY origin"
     ),
 }
 
 
-def raw_duckdb(database: Path, sql: str, n: int) -> list[float]:
-    """The baseline: a plain read-only connection, a cursor per call, fetch everything."""
-    con = duckdb.connect(str(database), read_only=True)
-    samples = []
-    for _ in range(n):
-        started = time.perf_counter()
-        cursor = con.cursor()
-        cursor.execute(sql).fetchall()
-        cursor.close()
-        samples.append(time.perf_counter() - started)
-    con.close()
-    return samples
-
-
-async def through(client: Client, sql: str, n: int) -> list[float]:
-    samples = []
-    for _ in range(n):
-        started = time.perf_counter()
-        await client.call_tool("sql_query", {"sql": sql})
-        samples.append(time.perf_counter() - started)
+async def interleaved(paths: dict, n: int, warm_up: int = 5) -> dict[str, list[float]]:
+    """Time each path n times, one sample of each in turn (the order rotating), so that every
+    path sees the same load; a path returns an awaitable or, for raw DuckDB, nothing."""
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    names = list(paths)
+    for i in range(warm_up + n):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            started = time.perf_counter()
+            pending = paths[name]()
+            if pending is not None:
+                await pending
+            if i >= warm_up:
+                samples[name].append(time.perf_counter() - started)
     return samples
 
 
@@ -93,31 +89,42 @@ def trivial_gateway() -> FastMCP:
 
 
 async def latency(database: Path, settings: GatewaySettings, url: str, n: int) -> dict:
-    async with Client(trivial_gateway()) as floor:
-        await through(floor, "SELECT 42", 20)
-        report = {
-            "fastmcp floor (constant tool, same schema, one mount)": {
-                "in_memory": summary(await through(floor, "SELECT 42", n))
-            }
-        }
+    connection = duckdb.connect(str(database), read_only=True)
+
+    def raw(sql: str) -> None:
+        """The baseline: a plain read-only connection, a cursor per call, fetch everything."""
+        cursor = connection.cursor()
+        cursor.execute(sql).fetchall()
+        cursor.close()
+
+    def through(client: Client, sql: str):
+        return lambda: client.call_tool("sql_query", {"sql": sql})
+
+    report = {}
     gateway = create_gateway(settings)
-    async with Client(gateway) as memory, Client(url) as http, Client(url, mode="legacy") as old:
+    async with (
+        Client(trivial_gateway()) as floor,
+        Client(gateway) as memory,
+        Client(url) as http,
+        Client(url, mode="legacy") as old,
+    ):
         for name, sql in QUERIES.items():
-            runs = n if "100 ms" not in name else max(30, n // 8)
-            for client in (memory, http, old):
-                await through(client, sql, 5)  # warm up
-            raw_duckdb(database, sql, 5)
-            row = {
-                "raw_duckdb": summary(raw_duckdb(database, sql, runs)),
-                "in_memory": summary(await through(memory, sql, runs)),
-                "http_auto": summary(await through(http, sql, runs)),
-                "http_legacy": summary(await through(old, sql, runs)),
+            paths = {
+                "raw_duckdb": lambda sql=sql: raw(sql),
+                "in_memory": through(memory, sql),
+                "http_auto": through(http, sql),
+                "http_legacy": through(old, sql),
             }
+            if sql == "SELECT 42":
+                paths["fastmcp_floor_in_memory"] = through(floor, sql)
+            runs = n if "100 ms" not in name else max(30, n // 8)
+            row = {path: summary(times) for path, times in (await interleaved(paths, runs)).items()}
             base = row["raw_duckdb"]["p50_ms"]
             for path in ("in_memory", "http_auto", "http_legacy"):
                 row[path]["added_p50_ms"] = round(row[path]["p50_ms"] - base, 3)
                 row[path]["ratio_p50"] = round(row[path]["p50_ms"] / base, 3)
             report[name] = row
+    connection.close()
     return report
 
 
