@@ -193,6 +193,7 @@ def main(conn: Connection) -> None:
     """The worker process: read the spec, then answer jobs until the server closes the pipe."""
     logging.getLogger("hamilton").setLevel(logging.CRITICAL)
     spec = conn.recv()
+    os.nice(spec.settings.worker_nice)  # long runs yield to the gateway's fast calls
     lock = threading.Lock()
 
     def send(message: tuple) -> None:

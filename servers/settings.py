@@ -88,6 +88,13 @@ class SqlSettings(_Section):
     threads: int = Field(2, ge=1, description="DuckDB worker threads.")
     max_temp_directory_size: str = Field("1GB", description="Cap on DuckDB spill to disk.")
     concurrency: int = Field(4, ge=1, description="Queries run at once; others wait.")
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness added to DuckDB's background threads (Linux), so that under load "
+        "fast calls get the CPU before a heavy query's extra threads; 0: equal priority.",
+    )
     readable_directories: list[Path] = Field(
         default_factory=list,
         description="Directories whose files SQL may read (read_csv, read_parquet, ...), besides "
@@ -154,6 +161,13 @@ class PipelineSettings(_Section):
     """Hamilton pipelines from the registry in pipelines/."""
 
     run_timeout_s: float = Field(60.0, gt=0, description="Longest a pipeline run may take.")
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness of the run worker processes (Linux), so that under load fast calls "
+        "get the CPU before a long run; 0: equal priority.",
+    )
     concurrency: int = Field(
         2, ge=1, description="Pipeline runs at once (worker processes); others wait."
     )

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -104,6 +106,25 @@ def open_connection(
     return con
 
 
+def lower_priority(nice: int, thread: int | None = None) -> None:
+    """Add `nice` to the niceness of a Linux thread (this one by default); elsewhere nothing,
+    since other systems apply it to the whole process."""
+    if nice and sys.platform == "linux":
+        tid = thread or threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+
+
+def _opened_with_lower_priority(nice: int, open_: Callable[[], T]) -> T:
+    """open_() in a thread with `nice` added. DuckDB starts its worker threads when it opens a
+    database, and a Linux thread inherits the niceness of the thread that starts it, so the
+    extra threads of a heavy query yield to the event loop and to other calls under load. The
+    thread that runs a query works on it too, at normal priority: a query alone is not slowed."""
+    if not nice:
+        return open_()
+    with ThreadPoolExecutor(1, initializer=lower_priority, initargs=(nice,)) as pool:
+        return pool.submit(open_).result()
+
+
 def _already_hardened(con: duckdb.DuckDBPyConnection) -> bool:
     locked, external = con.execute(
         "SELECT current_setting('lock_configuration'), current_setting('enable_external_access')"
@@ -124,7 +145,10 @@ class Engine:
         self.readable = [self.outputs_dir, *readable]
         # One spill folder per process: replicas may share a data directory.
         scratch = data_dir / "scratch" / str(os.getpid())
-        self.connection = open_connection(database, settings, scratch, self.readable)
+        self.connection = _opened_with_lower_priority(
+            settings.worker_nice,
+            lambda: open_connection(database, settings, scratch, self.readable),
+        )
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
         self._hidden_paths = _paths_to_hide(database, data_dir, self.readable)
 

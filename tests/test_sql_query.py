@@ -2,15 +2,22 @@
 deadlines and cancellation that really stop the query, isolation between callers."""
 
 import json
+import os
+import shutil
+import sys
 import threading
 import time
+from pathlib import Path
 
 import anyio
 import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
+from servers.sample_data import SAMPLE_FILE
+from servers.settings import SqlSettings
 from servers.sql import create_server
+from servers.sql_engine import Engine
 from tests.sql_fixtures import private_server
 
 SLOW = "SELECT count(*) FROM range(100000000000) t(x) WHERE x % 7 = 3"
@@ -211,3 +218,21 @@ async def test_deadlines_that_fire_before_the_query_starts_never_hang_the_engine
                 outcomes.append("timeout")
         assert await engine.run(lambda c: c.execute("SELECT 2").fetchall()) == [(2,)]
     assert "timeout" in outcomes
+
+
+def _niceness_of_threads() -> dict[int, int]:
+    tasks = Path("/proc/self/task")
+    return {int(t.name): os.getpriority(os.PRIO_PROCESS, int(t.name)) for t in tasks.iterdir()}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread niceness is Linux's")
+def test_duckdb_background_threads_yield_but_the_caller_does_not(data_dir, tmp_path):
+    database = tmp_path / "copy.duckdb"  # a fresh DuckDB instance, so fresh threads
+    shutil.copyfile(data_dir / SAMPLE_FILE, database)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    before = _niceness_of_threads()
+    engine = Engine(database, SqlSettings(threads=3), tmp_path / "data")
+    started = {tid: nice for tid, nice in _niceness_of_threads().items() if tid not in before}
+    assert list(started.values()).count(min(19, base + 10)) >= 2  # DuckDB's two extra workers
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base
+    engine.close()
