@@ -1,12 +1,13 @@
 """Remote backends through the gateway vs directly, over loopback HTTP, in one run.
 
-    uv run python bench/bench_backends.py [--quick]
+    uv run python -m bench.bench_backends [--quick]
 
 Starts its own processes (the demo backend over HTTP, four gateways, a hung TCP listener in this
 process) and stops them. Measures, with a warmed-up fastmcp client (2026-07-28 era unless said):
 
 1. a proxied ``tools/call`` (client -> gateway -> backend) against the same call made directly
-   (client -> backend): p50 and p99 added;
+   (client -> backend): p50 and p99 added, through a gateway with that backend only and through
+   one that also has a hung backend configured;
 2. the gateway's ``tools/list`` with three backends, one of them hung, once its circuit is open;
 3. a local ``sql_query`` ("SELECT 42") on gateways with no backend, one healthy, one hung.
 
@@ -111,14 +112,26 @@ def added(direct: dict, proxied: dict) -> dict:
 
 
 async def proxied_vs_direct(urls: dict[str, str], mode: str, rounds: int, n: int) -> dict:
-    direct, proxied = [], []
-    async with Client(urls["demo"], mode=mode) as d, Client(urls["one"], mode=mode) as g:
+    """The call made directly, through a gateway with this backend only, and through a gateway
+    that also has a hung backend configured (its circuit open after the first listing)."""
+    name = f"demo_{CONVERT[0]}"
+    direct, proxied, beside_hung = [], [], []
+    async with (
+        Client(urls["demo"], mode=mode) as d,
+        Client(urls["one"], mode=mode) as g,
+        Client(urls["three"], mode=mode) as h,
+    ):
         await timed(d, *CONVERT, 30)  # warm-up: connections, listings, code paths
-        await timed(g, f"demo_{CONVERT[0]}", CONVERT[1], 30)
+        await timed(g, name, CONVERT[1], 30)
+        await timed(h, name, CONVERT[1], 30)
         for _ in range(rounds):
             direct += await timed(d, *CONVERT, n)
-            proxied += await timed(g, f"demo_{CONVERT[0]}", CONVERT[1], n)
+            proxied += await timed(g, name, CONVERT[1], n)
+            beside_hung += await timed(h, name, CONVERT[1], n)
     report = {"direct": summary(direct), "proxied": summary(proxied)}
+    report["proxied_with_a_hung_backend_configured"] = summary(beside_hung) | added(
+        report["direct"], summary(beside_hung)
+    )
     return report | added(report["direct"], report["proxied"])
 
 
