@@ -92,8 +92,8 @@ class SqlSettings(_Section):
         10,
         ge=0,
         le=19,
-        description="Niceness added to DuckDB's background threads (Linux), so that under load "
-        "fast calls get the CPU before a heavy query's extra threads; 0: equal priority.",
+        description="Niceness added to the threads that run queries, DuckDB's included (Linux), "
+        "so that under load fast calls get the CPU before a heavy query; 0: equal priority.",
     )
     readable_directories: list[Path] = Field(
         default_factory=list,

@@ -4,12 +4,13 @@ The engine is the security boundary: the database is opened read-only with exter
 (only the configured readable directories, and the pipelines' output directory, can be read),
 extensions and Python replacement scans off, memory, threads and spill bounded, a statement
 deadline in the connect config, and the configuration locked. Every call gets a fresh cursor and
-runs in a worker thread; a deadline or a cancelled caller interrupts the query, and the
-connection serves the next call.
+runs in one of the engine's threads (at a lower priority, like DuckDB's own); a deadline or a
+cancelled caller interrupts the query, and the connection serves the next call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -52,10 +53,10 @@ class QueryFailed(RuntimeError):
 class Detach(Generic[T]):
     """Returned by work to hand its cursor to a background continuation.
 
-    ``value`` is returned to the caller at once; ``continuation(cursor)`` then runs in a thread of
-    its own, owning the cursor, which is closed after it. It must bound itself: the result store
-    stops at its caps and on expiry, and DuckDB's statement limit interrupts the query. Used to
-    keep streaming a large result to storage after the first page.
+    ``value`` is returned to the caller at once; ``continuation(cursor)`` then runs in one of
+    the engine's threads, owning the cursor, which is closed after it. It must bound itself: the
+    result store stops at its caps and on expiry, and DuckDB's statement limit interrupts the
+    query. Used to keep streaming a large result to storage after the first page.
     """
 
     value: T
@@ -114,17 +115,6 @@ def lower_priority(nice: int, thread: int | None = None) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
 
 
-def _opened_with_lower_priority(nice: int, open_: Callable[[], T]) -> T:
-    """open_() in a thread with `nice` added. DuckDB starts its worker threads when it opens a
-    database, and a Linux thread inherits the niceness of the thread that starts it, so the
-    extra threads of a heavy query yield to the event loop and to other calls under load. The
-    thread that runs a query works on it too, at normal priority: a query alone is not slowed."""
-    if not nice:
-        return open_()
-    with ThreadPoolExecutor(1, initializer=lower_priority, initargs=(nice,)) as pool:
-        return pool.submit(open_).result()
-
-
 def _already_hardened(con: duckdb.DuckDBPyConnection) -> bool:
     locked, external = con.execute(
         "SELECT current_setting('lock_configuration'), current_setting('enable_external_access')"
@@ -145,10 +135,17 @@ class Engine:
         self.readable = [self.outputs_dir, *readable]
         # One spill folder per process: replicas may share a data directory.
         scratch = data_dir / "scratch" / str(os.getpid())
-        self.connection = _opened_with_lower_priority(
-            settings.worker_nice,
-            lambda: open_connection(database, settings, scratch, self.readable),
+        # Queries, result spools and DuckDB's own threads (started by the thread that opens the
+        # database, whose niceness they inherit) run with worker_nice added: under load, a
+        # heavy query takes the CPU the event loop and fast calls leave over.
+        self._threads = ThreadPoolExecutor(
+            max_workers=settings.concurrency + settings.results_max_running,
+            thread_name_prefix="sql",
+            initializer=lower_priority,
+            initargs=(settings.worker_nice,),
         )
+        opening = self._threads.submit(open_connection, database, settings, scratch, self.readable)
+        self.connection = opening.result()
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
         self._hidden_paths = _paths_to_hide(database, data_dir, self.readable)
 
@@ -163,6 +160,7 @@ class Engine:
         )
 
     def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self.connection.close()
 
     async def health(self) -> dict:
@@ -191,12 +189,12 @@ class Engine:
             try:
                 with anyio.fail_after(budget):
                     if progress is None:
-                        result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+                        result = await self._in_thread(call)
                     else:
                         result = await self._with_progress(call, progress)
                 if isinstance(result, Detach):
                     detached = True
-                    _continue_in_background(cursor, result.continuation)
+                    self._threads.submit(_continue, cursor, result.continuation)
                     return result.value
                 return result
             except TimeoutError:
@@ -214,12 +212,17 @@ class Engine:
                     else:  # DuckDB's own statement limit ends it; the thread keeps the cursor
                         _log.warning("a query did not stop when interrupted; left to its limit")
 
+    async def _in_thread(self, call: _Call[T]) -> T:
+        """call() in one of the engine's threads. A cancelled caller stops waiting at once (the
+        thread is left to finish; ``_Call.stop`` then interrupts it)."""
+        return await asyncio.wrap_future(self._threads.submit(call))
+
     async def _with_progress(self, call: _Call, progress: Callable[[float], Awaitable[None]]):
         """Run call in a thread while reporting the cursor's progress every interval."""
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._report_progress, call, progress)
-                result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+                result = await self._in_thread(call)
                 group.cancel_scope.cancel()
                 return result
         except BaseExceptionGroup as group:
@@ -283,16 +286,13 @@ def _enable_progress(cursor: duckdb.DuckDBPyConnection) -> None:
     cursor.execute("SET enable_progress_bar_print = false; SET enable_progress_bar = true")
 
 
-def _continue_in_background(
+def _continue(
     cursor: duckdb.DuckDBPyConnection, continuation: Callable[[duckdb.DuckDBPyConnection], None]
 ) -> None:
-    def run() -> None:
-        try:
-            continuation(cursor)
-        finally:
-            cursor.close()
-
-    threading.Thread(target=run, name="result-spool", daemon=True).start()
+    try:
+        continuation(cursor)
+    finally:
+        cursor.close()
 
 
 class _Call(Generic[T]):
