@@ -34,7 +34,7 @@ from pathlib import Path
 
 from fastmcp import Client
 
-from bench.common import machine, serving, summary
+from bench.common import ignore_log, machine, serving, summary
 from servers.sample_data import ensure_sample_database
 
 FAST = {
@@ -43,10 +43,6 @@ FAST = {
 }
 LONG_QUERY = "SELECT count(*) FROM range(1000000000000) t(x) WHERE x % 7 = 3"
 LOAD_S = 20
-
-
-async def ignore_log(message) -> None:
-    """Clients print server log lines by default; keep stdout for the report."""
 
 
 async def fast_calls(client: Client, until: float) -> dict[str, list[float]]:

@@ -24,9 +24,9 @@ from fastmcp import Client  # noqa: E402
 from hamilton import driver  # noqa: E402
 
 from bench import bench_dataflow  # noqa: E402
-from bench.common import ROOT, machine, summary  # noqa: E402
+from bench.common import ROOT, ignore_log, machine, summary  # noqa: E402
+from bench.trivial import with_bench_pipeline  # noqa: E402
 from gateway import create_gateway  # noqa: E402
-from pipelines import Pipeline, registry  # noqa: E402
 from servers.sample_data import ensure_sample_database  # noqa: E402
 from servers.settings import GatewaySettings  # noqa: E402
 from servers.sql_engine import open_connection  # noqa: E402
@@ -36,8 +36,7 @@ RUNS = {"trivial (1 node)": ["answer"], "real (4 nodes, flights into pandas)": [
 
 def gateway_with_bench_pipeline(settings: GatewaySettings):
     """The real gateway with the bench dataflow added to its pipelines namespace."""
-    pipelines = {"bench": Pipeline(bench_dataflow, bench_dataflow.OUTPUTS), **registry()}
-    return create_gateway(settings, served_pipelines=pipelines)
+    return create_gateway(settings, served_pipelines=with_bench_pipeline())
 
 
 async def measure(client: Client, database: Path, settings: GatewaySettings, n: int) -> dict:
@@ -77,10 +76,6 @@ async def measure(client: Client, database: Path, settings: GatewaySettings, n: 
         }
     connection.close()
     return report
-
-
-async def ignore_log(message) -> None:
-    """Clients print server log lines by default; the benchmark times the server, not that."""
 
 
 async def main(quick: bool) -> None:

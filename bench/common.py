@@ -103,6 +103,11 @@ def reset_peak_rss(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
+async def ignore_log(message) -> None:
+    """A client log handler that drops the server's log lines: fastmcp clients print them by
+    default, and a benchmark times the server, not the printing (and keeps stdout for JSON)."""
+
+
 def machine() -> dict:
     import duckdb
     import fastmcp

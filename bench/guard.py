@@ -84,7 +84,7 @@ import duckdb
 from fastmcp import Client
 
 from bench import trivial
-from bench.common import ROOT, machine, serving
+from bench.common import ROOT, ignore_log, machine, serving
 from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
 
@@ -258,10 +258,6 @@ async def measure(pairs: list[Pair], rounds: int = ROUNDS) -> dict[str, dict]:
     for result in results.values():
         result["ratio"] = round(combine_rounds(result["rounds"]), 4)
     return results
-
-
-async def ignore_log(message) -> None:
-    """Pipeline runs send log lines; the guard times the server, not printing them."""
 
 
 def call(client: Client, tool: str, arguments: dict | None = None) -> Call:

@@ -39,13 +39,16 @@ def create_server() -> FastMCP:
     return server
 
 
+def with_bench_pipeline() -> dict[str, Pipeline]:
+    """The registered pipelines and the benchmark dataflow as pipeline `bench`."""
+    return {"bench": Pipeline(bench_dataflow, bench_dataflow.OUTPUTS), **registry()}
+
+
 def create_bench_gateway(settings: GatewaySettings, bench_pipeline: bool = False) -> FastMCP:
     """The real gateway with the trivial server mounted as `bench` (tool `bench_echo`); with
     bench_pipeline, the benchmark dataflow is served too, as pipeline `bench`
     (pipelines_run_pipeline(name="bench"), beside the registered pipelines)."""
-    served = None
-    if bench_pipeline:
-        served = {"bench": Pipeline(bench_dataflow, bench_dataflow.OUTPUTS), **registry()}
+    served = with_bench_pipeline() if bench_pipeline else None
     gateway = create_gateway(settings, served_pipelines=served)
     gateway.mount(create_server(), namespace="bench")
     return gateway
