@@ -90,3 +90,19 @@ def wait_until_serving(process: subprocess.Popen, url: str, timeout_s: float = 3
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout_s} s")
+
+
+async def wait_for_backend(client: Client, name: str, status: str = "up", timeout_s: float = 90):
+    """Poll admin_status until backend `name` reports `status` (a cold stdio start can take a
+    while on a loaded machine); return the last status seen."""
+    import anyio
+
+    seen = None
+    with anyio.move_on_after(timeout_s):
+        while True:
+            state = (await client.call_tool("admin_status", {})).structured_content
+            seen = state["backends"].get(name, {}).get("status")
+            if seen == status:
+                return state
+            await anyio.sleep(0.2)
+    raise AssertionError(f"backend {name!r} is {seen!r}, not {status!r}, after {timeout_s} s")

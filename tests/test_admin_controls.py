@@ -12,6 +12,7 @@ from mcp.types import ElicitResult
 from gateway import create_gateway
 from servers.auth import new_token
 from servers.settings import GatewaySettings
+from tests.conftest import wait_for_backend
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +192,8 @@ async def test_cancel_run_asks_first_then_stops_the_run_and_reports_its_status(h
 
 
 async def test_clear_caches_fetches_every_backend_catalog_again(client):
-    before = (await client.call_tool("admin_status", {})).structured_content
+    before = await wait_for_backend(client, "demo")
     cleared = await client.call_tool("admin_clear_caches", {"confirm": True})
     assert cleared.structured_content["backends"] == {"demo": "fresh"}
-    after = (await client.call_tool("admin_status", {})).structured_content
-    assert after["backends"]["demo"]["status"] == "up" == before["backends"]["demo"]["status"]
+    assert before["backends"]["demo"]["status"] == "up"
+    await wait_for_backend(client, "demo")
