@@ -19,22 +19,24 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from pipelines import Pipeline
-from servers import admin, pipelines, sql
-from servers.admin_controls import Runtime, install_admin_controls
-from servers.audit import Audit, AuditMiddleware
-from servers.auth import build_auth, insecure_bind_refusal, new_token
-from servers.backends import install_backends
-from servers.client_config import clients_command
+from servers.admin import server as admin
+from servers.admin.controls import Runtime, install_admin_controls
+from servers.backends.provider import install_backends
+from servers.gateway.audit import Audit, AuditMiddleware
+from servers.gateway.auth import build_auth, insecure_bind_refusal, new_token
+from servers.gateway.clients import clients_command
+from servers.gateway.limits import BodyLimit, ClientLimits
+from servers.gateway.metrics import install_metrics
+from servers.gateway.policy import ScopePolicy, Scopes
+from servers.gateway.tool_schemas import ToolSchemas
+from servers.gateway.tool_search import CALL_TOOL, SEARCH_TOOL, ToolSearch
 from servers.health import Health
-from servers.limits import BodyLimit, ClientLimits
 from servers.lookup import Server
-from servers.metrics import install_metrics
-from servers.pipeline_registry import PipelineError
-from servers.policy import ScopePolicy, Scopes
+from servers.pipelines import server as pipelines
+from servers.pipelines.registry import PipelineError
 from servers.settings import GatewaySettings
-from servers.sql_engine import Engine
-from servers.tool_schemas import ToolSchemas
-from servers.tool_search import CALL_TOOL, SEARCH_TOOL, ToolSearch
+from servers.sql import server as sql
+from servers.sql.engine import Engine
 
 INSTRUCTIONS = """\
 A data gateway. Namespaces: sql_* (read-only SQL over a DuckDB database; start with \

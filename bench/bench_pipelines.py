@@ -29,7 +29,7 @@ from bench.trivial import with_bench_pipeline  # noqa: E402
 from gateway import create_gateway  # noqa: E402
 from servers.sample_data import ensure_sample_database  # noqa: E402
 from servers.settings import GatewaySettings  # noqa: E402
-from servers.sql_engine import open_connection  # noqa: E402
+from servers.sql.engine import open_connection  # noqa: E402
 
 RUNS = {"trivial (1 node)": ["answer"], "real (4 nodes, flights into pandas)": ["delay_profile"]}
 

@@ -28,7 +28,7 @@ from bench.common import gateway_process, machine, summary
 from gateway import create_gateway
 from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
-from servers.sql_query import QueryResult
+from servers.sql.query import QueryResult
 
 QUERIES = {
     "trivial (SELECT 42)": "SELECT 42",

@@ -12,7 +12,7 @@ from fastmcp import FastMCP
 
 from servers.sample_data import SAMPLE_FILE
 from servers.settings import GatewaySettings
-from servers.sql import create_server
+from servers.sql.server import create_server
 
 
 def private_server(data_dir: Path, tmp_path: Path, **sql: object) -> FastMCP:

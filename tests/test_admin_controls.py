@@ -10,7 +10,7 @@ from fastmcp.utilities.tests import asgi_server
 from mcp.types import ElicitResult
 
 from gateway import create_gateway
-from servers.auth import new_token
+from servers.gateway.auth import new_token
 from servers.settings import GatewaySettings
 from tests.conftest import wait_for_backend
 

@@ -13,7 +13,7 @@ from fastmcp.utilities.tests import asgi_server
 from gateway import create_gateway
 from pipelines import Pipeline, registry
 from pipelines import route_profile as route_profile_module
-from servers.auth import new_token
+from servers.gateway.auth import new_token
 from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
 from tests.backend_helpers import QUICK, alive, backend_process, stdio_backend

@@ -7,7 +7,7 @@ from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
 from gateway import create_gateway
-from servers.audit import Audit, CallRecord
+from servers.gateway.audit import Audit, CallRecord
 from servers.settings import GatewaySettings
 from tests.conftest import free_port
 

@@ -11,7 +11,7 @@ from fastmcp.server.auth.providers.jwt import RSAKeyPair
 from fastmcp.utilities.tests import asgi_server
 
 from gateway import create_gateway
-from servers.auth import insecure_bind_refusal, new_token
+from servers.gateway.auth import insecure_bind_refusal, new_token
 from servers.settings import PROJECT_ROOT, GatewaySettings
 
 ISSUER = "https://issuer.test"

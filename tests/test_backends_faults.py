@@ -9,7 +9,7 @@ from fastmcp import Client
 from fastmcp.client.messages import MessageHandler
 from fastmcp.exceptions import ToolError
 
-from servers.backends import BackendsProvider
+from servers.backends.provider import BackendsProvider
 from tests.backend_helpers import (
     BackendProcess,
     alive,

@@ -9,9 +9,10 @@ import pytest
 from mcp import MCPError
 from pydantic import ValidationError
 
-from servers.backend_catalog import Catalog, catalog_state
-from servers.backend_errors import backend_answer, describe_failure
-from servers.backend_names import (
+from servers.backends.catalog import Catalog, catalog_state
+from servers.backends.circuit import CircuitBreaker
+from servers.backends.errors import backend_answer, describe_failure
+from servers.backends.names import (
     NAME_MAX,
     assign_names,
     backend_uri,
@@ -19,7 +20,6 @@ from servers.backend_names import (
     namespaced_uri,
     tool_allowed,
 )
-from servers.circuit import CircuitBreaker
 from servers.settings import GatewaySettings
 
 VALID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from servers.chart_points import collect, points_from_rows
-from servers.chart_queries import first_query, follow_up, statement_body
-from servers.chart_render import render_chart
-from servers.charts import ChartError, ChartRequest, classify, resolve
-from servers.pipeline_registry import shape_output
+from servers.charts.plan import ChartError, ChartRequest, classify, resolve
+from servers.charts.points import collect, points_from_rows
+from servers.charts.queries import first_query, follow_up, statement_body
+from servers.charts.render import render_chart
+from servers.pipelines.registry import shape_output
 from servers.results import Column, cap_rows, relation_columns
 from servers.sample_data import SAMPLE_FILE
 from servers.settings import ChartSettings

@@ -13,7 +13,7 @@ from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
 from servers.settings import GatewaySettings
-from servers.sql import create_server
+from servers.sql.server import create_server
 from tests.test_charts import assert_sensible_png
 
 KINDS = {

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from servers.client_config import TOKEN_PLACEHOLDER, client_snippets, render
+from servers.gateway.clients import TOKEN_PLACEHOLDER, client_snippets, render
 from servers.settings import PROJECT_ROOT
 
 FENCE = re.compile(r"```(\w+)\n(.*?)\n```", re.S)

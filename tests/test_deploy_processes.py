@@ -32,7 +32,7 @@ from tests.test_deploy_config import nginx_binary, render_nginx_conf
 pytestmark = pytest.mark.slow
 
 TOKEN = "deploy-test-token-" + uuid.uuid4().hex
-WORKER = "servers/pipeline_task_worker.py:create_worker_server"
+WORKER = "servers/pipelines/task_worker.py:create_worker_server"
 
 
 @dataclass

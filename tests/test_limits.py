@@ -9,8 +9,8 @@ from fastmcp.exceptions import ToolError
 from fastmcp.utilities.tests import asgi_server
 
 from gateway import create_app, create_gateway
-from servers.audit import Audit, AuditMiddleware
-from servers.auth import new_token
+from servers.gateway.audit import Audit, AuditMiddleware
+from servers.gateway.auth import new_token
 from servers.settings import GatewaySettings
 
 

@@ -6,7 +6,7 @@ import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
-from servers.pipelines import create_server
+from servers.pipelines.server import create_server
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

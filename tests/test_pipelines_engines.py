@@ -6,7 +6,7 @@ from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
 from pipelines import Pipeline, carrier_delays, route_profile
-from servers.pipelines import create_server
+from servers.pipelines.server import create_server
 from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
 from tests.fixtures import slow_pipeline

@@ -17,13 +17,13 @@ import pytest
 import redis
 from fastmcp import Client, FastMCP
 
-from servers.pipelines import create_server, tasks_extension
+from servers.pipelines.server import create_server, tasks_extension
 from servers.settings import PROJECT_ROOT, GatewaySettings
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
-WORKER = "servers/pipeline_task_worker.py:create_worker_server"
+WORKER = "servers/pipelines/task_worker.py:create_worker_server"
 
 
 @pytest.fixture

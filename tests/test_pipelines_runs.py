@@ -9,7 +9,7 @@ from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
 from pipelines import Pipeline, registry
-from servers.pipelines import create_server
+from servers.pipelines.server import create_server
 from servers.settings import GatewaySettings
 from tests.fixtures import slow_pipeline
 from tests.pipeline_processes import group_alive, wait_for_pid, wait_until_gone

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from servers.sample_data import SAMPLE_FILE
 from servers.settings import GatewaySettings
-from servers.sql import create_server
+from servers.sql.server import create_server
 from tests.sql_fixtures import private_server
 
 CANNED = {

@@ -16,8 +16,8 @@ from fastmcp.exceptions import ToolError
 
 from servers.sample_data import SAMPLE_FILE
 from servers.settings import SqlSettings
-from servers.sql import create_server
-from servers.sql_engine import Engine
+from servers.sql.engine import Engine
+from servers.sql.server import create_server
 from tests.sql_fixtures import private_server
 
 SLOW = "SELECT count(*) FROM range(100000000000) t(x) WHERE x % 7 = 3"
@@ -206,7 +206,7 @@ async def test_explain_shows_a_plan_without_running(sql):
 
 
 async def test_deadlines_that_fire_before_the_query_starts_never_hang_the_engine(settings):
-    from servers.sql_engine import Engine, QueryTimeout
+    from servers.sql.engine import Engine, QueryTimeout
 
     engine = Engine.open(settings)
     outcomes = []

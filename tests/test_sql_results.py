@@ -12,7 +12,7 @@ import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
-from servers.result_store import CHUNK_ROWS
+from servers.sql.result_store import CHUNK_ROWS
 from tests.sql_fixtures import private_server
 
 
@@ -175,9 +175,9 @@ async def test_summarize_without_client_support_says_so_and_still_answers(server
 
 
 def test_stores_sharing_a_data_directory_keep_their_results_and_clean_up_dead_ones(tmp_path):
-    from servers.result_store import ResultStore
     from servers.results import Column
     from servers.settings import SqlSettings
+    from servers.sql.result_store import ResultStore
 
     dead = tmp_path / "results" / "999999999-abcd"  # a process id that cannot be running
     dead.mkdir(parents=True)

@@ -1,0 +1,1 @@
+"""The admin namespace: status and audit (server) and the runtime controls."""

@@ -1,0 +1,324 @@
+"""Runtime controls of the admin server: hide or show a component, reload the configuration,
+cancel a pipeline run, refresh the cached backend catalogs.
+
+Destructive actions ask for confirmation in the way the client supports: an elicitation on
+2025-11-25 sessions (``ctx.elicit``), an input-required result on 2026-07-28 (the guard pattern),
+and for clients that can do neither, an explicit ``confirm=true`` argument.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import anyio
+from fastmcp import Context, FastMCP
+from fastmcp.exceptions import ToolError
+from mcp.types import (
+    ElicitRequest,
+    ElicitRequestFormParams,
+    InputRequiredResult,
+    PromptListChangedNotification,
+    ResourceListChangedNotification,
+    ToolAnnotations,
+    ToolListChangedNotification,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
+
+from servers.backends.provider import BackendsProvider
+from servers.gateway.auth import GatewayAuth, build_verifiers
+from servers.gateway.limits import ClientLimits
+from servers.gateway.policy import Scopes
+from servers.health import Health
+from servers.pipelines.server import PipelinesControl
+from servers.settings import GatewaySettings
+from servers.sql.server import SqlControl
+
+CONFIRM_KEY = "confirm"
+HOST_PATH = re.compile(r"(?<=\s)/[^\s:'\"]+")  # file names in error messages, not for clients
+NOTIFICATIONS = {
+    "tools": ToolListChangedNotification,
+    "resources": ResourceListChangedNotification,
+    "prompts": PromptListChangedNotification,
+}
+
+
+async def confirmation(ctx: Context, question: str, confirm: bool) -> InputRequiredResult | None:
+    """None when the action may go ahead; an input-required result to return (2026-07-28) when
+    the client must be asked first. Raises ToolError when the answer is no or cannot be had."""
+    if confirm:
+        return None
+    capabilities = ctx.session.client_capabilities if ctx.request_context else None
+    if capabilities is None or capabilities.elicitation is None:
+        raise ToolError(f"{question} This needs confirmation: call again with confirm=true.")
+    version = ctx.request_context.protocol_version if ctx.request_context else None
+    if version in MODERN_PROTOCOL_VERSIONS:
+        responses = ctx.input_responses
+        if responses is None or CONFIRM_KEY not in responses:
+            schema = {
+                "type": "object",
+                "properties": {"confirm": {"type": "boolean", "title": "Go ahead?"}},
+                "required": ["confirm"],
+            }
+            return InputRequiredResult(
+                result_type="input_required",
+                input_requests={
+                    CONFIRM_KEY: ElicitRequest(
+                        method="elicitation/create",
+                        params=ElicitRequestFormParams(message=question, requested_schema=schema),
+                    )
+                },
+            )
+        answer = responses[CONFIRM_KEY]
+        accepted = getattr(answer, "action", None) == "accept" and bool(
+            (getattr(answer, "content", None) or {}).get("confirm")
+        )
+    else:
+        answer = await ctx.elicit(question, response_type=bool)
+        accepted = answer.action == "accept" and bool(answer.data)
+    if not accepted:
+        raise ToolError(f"{question} Not confirmed: nothing was changed.")
+    return None
+
+
+# Auth settings a running gateway can take on (the token sources); the others (auth on or off,
+# the protected-resource metadata) are fixed when the HTTP app is built.
+RELOADABLE_AUTH = {
+    "tokens_file", "token", "token_client", "token_scopes", "jwt_public_key", "jwt_jwks_url",
+    "jwt_issuer", "jwt_audience", "jwt_algorithm", "tag_scopes",
+}  # fmt: skip
+
+
+@dataclass
+class Runtime:
+    """The parts of a running gateway that reload() replaces, and where settings come from.
+
+    ``sql`` and ``backends`` take new canned queries and mcpServers entries; ``health`` has a
+    check per backend. Without them those sections only change with a restart."""
+
+    settings: GatewaySettings
+    load: Callable[[], GatewaySettings]
+    auth: GatewayAuth | None
+    scopes: Scopes
+    limits: ClientLimits
+    sql: SqlControl | None = None
+    backends: BackendsProvider | None = None
+    health: Health | None = None
+    started: GatewaySettings = field(init=False)
+    _lock: anyio.Lock = field(init=False, default_factory=anyio.Lock)
+
+    def __post_init__(self) -> None:
+        self.started = self.settings
+
+    async def reload(self) -> tuple[dict, set[str]]:
+        """Read the settings again and apply what can change while running; everything is
+        checked before anything is applied, so a bad config changes nothing. Returns the
+        answer and the kinds of lists that changed."""
+        async with self._lock:
+            return await self._reload()
+
+    async def _reload(self) -> tuple[dict, set[str]]:
+        try:
+            new = self.load()
+            verifiers = build_verifiers(new.auth) if self.auth and new.auth.configured else None
+            if self.sql is not None:
+                self.sql.check(new.sql.canned_queries)
+            changes = self.backends.prepare(new.backends) if self.backends else None
+        except ValidationError as exc:
+            reasons = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise ToolError(f"Config not reloaded, the old one stays: {reasons}") from None
+        except ValueError as exc:
+            reason = HOST_PATH.sub("<path>", str(exc))
+            raise ToolError(f"Config not reloaded, the old one stays: {reason}") from None
+        applied, kinds = [], set()
+        if verifiers is not None:
+            self.auth.verifier.verifiers = verifiers
+            applied.append(f"auth ({len(verifiers[0].entries)} static tokens)")
+        fresh = Scopes(new)
+        self.scopes.tag_scopes = fresh.tag_scopes
+        if new.limits != self.settings.limits:
+            self.limits.settings = new.limits
+            self.limits.buckets.clear()
+            applied.append("limits")
+        if self.sql is not None:
+            changed = self.sql.apply(new.sql.canned_queries)
+            if changed:
+                applied.append(f"sql canned queries ({', '.join(changed)})")
+                kinds.add("tools")
+        if changes:
+            # The scope policy knows the new namespaces before their tools are offered.
+            self.scopes.by_namespace, self.scopes.namespaces = fresh.by_namespace, fresh.namespaces
+            await self.backends.apply(changes)
+            if self.health is not None:
+                for name in changes.removed:
+                    self.health.checks.pop(name, None)
+                for name in changes.added:
+                    self.health.add(name, "backend", self.backends.check(name))
+            summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.summary().items())
+            applied.append(f"backends ({summary})")
+            kinds |= {"tools", "resources", "prompts"}
+        self.settings = new
+        return {"applied": applied, "needs_restart": self._needs_restart(new)}, kinds
+
+    def _needs_restart(self, new: GatewaySettings) -> list[str]:
+        """The changed settings only a restart applies, by name (``sql.memory_limit``)."""
+        live = {"auth", "limits"} | ({"backends"} if self.backends else set())
+        restart = []
+        for name in type(new).model_fields:
+            if name in live or getattr(new, name) == getattr(self.started, name):
+                continue
+            if name == "sql" and self.sql is not None:
+                restart += [
+                    f"sql.{field_name}"
+                    for field_name in type(new.sql).model_fields
+                    if field_name != "canned_queries"
+                    and getattr(new.sql, field_name) != getattr(self.started.sql, field_name)
+                ]
+            else:
+                restart.append(name)
+        fixed_auth = set(type(new.auth).model_fields) - RELOADABLE_AUTH
+        if new.auth.configured != self.started.auth.configured or any(
+            getattr(new.auth, name) != getattr(self.started.auth, name) for name in fixed_auth
+        ):
+            restart.append("auth (turning it on or off, base_url)")
+        return restart
+
+
+def install_admin_controls(
+    admin: FastMCP,
+    gateway: FastMCP,
+    backends: BackendsProvider,
+    runtime: Runtime,
+    pipelines: PipelinesControl | None = None,
+) -> None:
+    """Add set_enabled, reload, cancel_run and clear_caches to the admin server, acting on the
+    whole gateway (``pipelines``: whose caches clear_caches deletes)."""
+    disabled: dict[str, tuple[str, str]] = {}  # component -> (list kind, fastmcp key)
+
+    async def find(component: str) -> tuple[str, str] | None:
+        if "://" in component:
+            resource = await gateway.get_resource(component)
+            if resource is not None and str(resource.uri) == component:
+                return "resources", resource.key
+            for template in await gateway.list_resource_templates(run_middleware=False):
+                if template.uri_template == component:
+                    return "resources", template.key
+            return None
+        tool = await gateway.get_tool(component)
+        if tool is not None:
+            return "tools", tool.key
+        prompt = await gateway.get_prompt(component)
+        return ("prompts", prompt.key) if prompt is not None else None
+
+    @admin.tool(annotations=ToolAnnotations(destructiveHint=True, openWorldHint=False))
+    async def set_enabled(
+        component: Annotated[str, "A tool or prompt name, or a resource URI or URI template"],
+        enabled: Annotated[bool, "false: hide it from every client; true: show it again"],
+        confirm: Annotated[bool, "Skip the confirmation question (for hiding)"] = False,
+        ctx: Context = None,  # type: ignore[assignment]
+    ) -> dict | InputRequiredResult:
+        """Hide a tool, resource or prompt from every client at runtime (it can no longer be
+        listed or called), or show a hidden one again. Connected clients are told the list
+        changed. Hiding asks for confirmation. Admin components cannot be hidden."""
+        if component.startswith(("admin_", "admin://")):
+            raise ToolError("Admin components cannot be hidden: that would lock the admin out.")
+        if enabled:
+            if component not in disabled:
+                raise ToolError(
+                    f"{component!r} is not hidden; hidden now: {sorted(disabled) or 'none'}."
+                )
+            kind, key = disabled.pop(component)
+            gateway.enable(keys={key})
+        else:
+            found = await find(component)
+            if found is None:
+                raise ToolError(
+                    f"No tool, prompt, resource or template {component!r} is offered now. "
+                    "Names are as clients see them, e.g. 'sql_query' or 'sql://sql/tables'."
+                )
+            ask = await confirmation(
+                ctx, f"Hide {component!r} from every client of the gateway?", confirm
+            )
+            if ask is not None:
+                return ask
+            kind, key = found
+            disabled[component] = found
+            gateway.disable(keys={key})
+        await backends.notifier.announce({kind})
+        await ctx.send_notification(NOTIFICATIONS[kind]())
+        return {"component": component, "enabled": enabled, "hidden": sorted(disabled)}
+
+    @admin.tool(annotations=ToolAnnotations(destructiveHint=True, openWorldHint=False))
+    async def reload(
+        confirm: Annotated[bool, "Skip the confirmation question"] = False,
+        ctx: Context = None,  # type: ignore[assignment]
+    ) -> dict | InputRequiredResult:
+        """Read the configuration again (config file, environment, tokens file) and apply, without
+        a restart or dropped sessions, what can change while running: the token sources
+        (tokens added or removed, JWT keys), tag scopes, limits, the sql canned queries (their
+        tools added, removed or replaced) and the remote backends (mcpServers entries added,
+        removed or replaced; a removed stdio backend's process is stopped). Connected clients
+        are told the lists changed. "needs_restart" names the changed settings only a restart
+        applies (e.g. sql.memory_limit, fixed when the database opens). An invalid config (bad
+        canned SQL, an invalid backend entry) is rejected with the reason and the old one stays
+        in full. Asks for confirmation, since removed tokens and backends stop working at once."""
+        ask = await confirmation(ctx, "Reload the gateway's configuration?", confirm)
+        if ask is not None:
+            return ask
+        answer, kinds = await runtime.reload()
+        if kinds:
+            await backends.notifier.announce(kinds)
+            for kind in sorted(kinds):
+                await ctx.send_notification(NOTIFICATIONS[kind]())
+        return answer
+
+    @admin.tool(annotations=ToolAnnotations(destructiveHint=True, openWorldHint=False))
+    async def cancel_run(
+        run_id: Annotated[str, "The run_id of a background pipeline run (or its task id)"],
+        confirm: Annotated[bool, "Skip the confirmation question"] = False,
+        ctx: Context = None,  # type: ignore[assignment]
+    ) -> dict | InputRequiredResult:
+        """Stop any client's background pipeline run (its worker process is killed); a finished
+        run keeps its result. Returns the run's status afterwards. Asks for confirmation."""
+        ask = await confirmation(ctx, f"Cancel pipeline run {run_id!r}?", confirm)
+        if ask is not None:
+            return ask
+        result = await gateway.call_tool("pipelines_cancel_run", {"run_id": run_id})
+        return result.structured_content or {}
+
+    @admin.tool(annotations=ToolAnnotations(destructiveHint=True, openWorldHint=True))
+    async def clear_caches(
+        confirm: Annotated[bool, "Skip the confirmation question"] = False,
+        ctx: Context = None,  # type: ignore[assignment]
+    ) -> dict | InputRequiredResult:
+        """Clear the gateway's caches. The remote backends' cached catalogs are fetched again
+        now (within their timeouts; clients are told of any change); every stored sql result
+        is dropped (its handle then answers as unknown, a result still being stored stops);
+        the pipelines' Hamilton caches are deleted (except those of pipelines running now).
+        Returns each backend's catalog state afterwards (fresh, stale, expired, or none when
+        it did not answer), how many sql results were dropped and which pipeline caches were
+        cleared. Asks for confirmation, since everything is computed afresh afterwards."""
+        ask = await confirmation(
+            ctx,
+            "Clear every cache (backend catalogs, stored sql results, pipeline caches)?",
+            confirm,
+        )
+        if ask is not None:
+            return ask
+        states = {}
+        for name, backend in list(backends.backends.items()):
+            with anyio.move_on_after(backend.total_timeout_s):
+                await backend.refresh()
+            states[name] = backend.catalog_state() if backend.catalog else "none"
+        cleared: dict = {"backends": states}
+        if runtime.sql is not None:
+            cleared["sql_results_dropped"] = runtime.sql.clear_results()
+        if pipelines is not None:
+            cleared["pipeline_caches"] = await pipelines.clear_caches()
+        return cleared

@@ -1,0 +1,178 @@
+"""How a pipeline's nodes run: the Hamilton driver for each engine, and the database they share.
+
+``local`` runs nodes one after another in the run worker with its own hardened cursor.
+``threads`` (Hamilton's FutureAdapter) and ``dask`` (Hamilton's DaskGraphAdapter) run nodes on
+other threads or processes, so their ``db`` is a ``SharedDatabase``: a small picklable handle
+that opens the same hardened read-only connection (the sql server's settings) in whichever
+process uses it, with one cursor per thread. Engines and caching come from the registry and
+settings only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from hamilton import base, driver, htypes, lifecycle
+from hamilton.lifecycle.base import BaseDoValidateInput
+
+from servers.settings import PipelineSettings, SqlSettings
+from servers.sql.engine import open_connection
+
+_connections: dict[Path, duckdb.DuckDBPyConnection] = {}
+_connections_lock = threading.Lock()
+
+
+def hardened_connection(
+    database: Path, settings: SqlSettings, scratch_dir: Path
+) -> duckdb.DuckDBPyConnection:
+    """This process's hardened read-only connection to database, opened once.
+
+    Each process spills to its own folder under scratch_dir (DuckDB's temporary file names are
+    not unique across processes); folders of processes that are gone are removed first.
+    """
+    with _connections_lock:
+        if database not in _connections:
+            _remove_dead_scratch(scratch_dir)
+            own = scratch_dir / f"worker-{os.getpid()}"
+            # Nodes read only the database: no readable directories.
+            _connections[database] = open_connection(database, settings, own, [])
+        return _connections[database]
+
+
+def _remove_dead_scratch(scratch_dir: Path) -> None:
+    for folder in scratch_dir.glob("worker-*"):
+        pid = folder.name.removeprefix("worker-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+class SharedDatabase:
+    """The ``db`` of engines that run nodes on other threads or processes.
+
+    Behaves like a DuckDB cursor (``db.execute(sql, params).df()``): every thread gets its own
+    cursor on this process's hardened connection. Pickling keeps only where the database is,
+    so a Dask worker process opens its own hardened connection.
+    """
+
+    def __init__(self, database: Path, settings: SqlSettings, scratch_dir: Path):
+        self.database = database
+        self.settings = settings
+        self.scratch_dir = scratch_dir
+        self._local = threading.local()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            connection = hardened_connection(self.database, self.settings, self.scratch_dir)
+            cursor = self._local.cursor = connection.cursor()
+        return cursor
+
+    def execute(self, query: str, parameters: Any = None) -> duckdb.DuckDBPyConnection:
+        return self.cursor().execute(query, parameters)
+
+    def sql(self, query: str, params: Any = None) -> duckdb.DuckDBPyRelation:
+        return self.cursor().sql(query, params=params)
+
+    def __getstate__(self) -> dict:
+        return {"database": self.database, "settings": self.settings, "dir": self.scratch_dir}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["database"], state["settings"], state["dir"])
+
+    def __dask_tokenize__(self) -> str:
+        return f"gateway-db:{self.database}"
+
+
+class _AcceptSharedDatabase(BaseDoValidateInput):
+    """Lets a SharedDatabase stand for the ``db: DuckDBPyConnection`` input (threads engine)."""
+
+    def do_validate_input(self, *, node_type: type, input_value: Any) -> bool:
+        return _accepts_shared_database(node_type, input_value) or htypes.check_input_type(
+            node_type, input_value
+        )
+
+
+def _accepts_shared_database(node_type: type, value: Any) -> bool:
+    return isinstance(value, SharedDatabase) and node_type is duckdb.DuckDBPyConnection
+
+
+def _threads_adapters(workers: int) -> list:
+    from hamilton.plugins.h_threadpool import FutureAdapter
+
+    return [FutureAdapter(max_workers=workers), _AcceptSharedDatabase()]
+
+
+_dask_client = None
+
+
+def _dask_adapter(settings: PipelineSettings):
+    """Hamilton's DaskGraphAdapter on this process's Dask client: the configured scheduler, or
+    a local cluster of worker processes started on first use and kept for later runs."""
+    global _dask_client
+    from dask.distributed import Client, LocalCluster
+    from hamilton.plugins.h_dask import DaskGraphAdapter
+
+    class Adapter(DaskGraphAdapter):
+        @staticmethod
+        def check_input_type(node_type: type, input_value: Any) -> bool:
+            return _accepts_shared_database(node_type, input_value) or (
+                DaskGraphAdapter.check_input_type(node_type, input_value)
+            )
+
+    if _dask_client is None:
+        if settings.dask_scheduler:
+            _dask_client = Client(settings.dask_scheduler, timeout=30)
+        else:
+            cluster = LocalCluster(
+                n_workers=settings.engine_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            )
+            _dask_client = Client(cluster)
+    return Adapter(_dask_client, result_builder=base.DictResult())
+
+
+def build_driver(
+    module: Any,
+    engine: str,
+    cache_dir: Path | None,
+    settings: PipelineSettings,
+    adapters: Sequence[lifecycle.api.LifecycleAdapter] = (),
+) -> driver.Driver:
+    """The Hamilton driver for module on engine, with caching when cache_dir is given."""
+    builder = driver.Builder().with_modules(module)
+    if engine == "threads":
+        builder = builder.with_adapters(*_threads_adapters(settings.engine_workers))
+    elif engine == "dask":
+        builder = builder.with_adapters(_dask_adapter(settings))
+    if adapters:
+        builder = builder.with_adapters(*adapters)
+    if cache_dir is not None:
+        # The database is read-only, so the cursor is not part of any cache key; a different
+        # database file gets a different cache directory instead.
+        builder = builder.with_cache(path=str(cache_dir), ignore=["db"])
+    return builder.build()
+
+
+def cache_directory(root: Path, pipeline: str, database: Path) -> Path:
+    """Where one pipeline's cache lives for one version of one database file."""
+    stat = database.stat()
+    identity = f"{database.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return root / pipeline / hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def database_for(
+    engine: str, database: Path, settings: SqlSettings, scratch_dir: Path
+) -> duckdb.DuckDBPyConnection | SharedDatabase:
+    """What a run injects as ``db``: a fresh cursor locally, a SharedDatabase otherwise."""
+    if engine == "local":
+        return hardened_connection(database, settings, scratch_dir).cursor()
+    return SharedDatabase(database, settings, scratch_dir)

@@ -1,0 +1,273 @@
+"""Pure functions over the pipeline registry: build and validate each Hamilton dataflow at start-up
+(with the settings' per-pipeline overrides), publish its input schema, describe it, check a
+caller's inputs and outputs, and shape its results. Runs happen in servers/pipelines/worker.py.
+
+A pipeline module is plain typed functions (Hamilton style) plus an ``Inputs`` pydantic model
+naming its user inputs; the data comes through the injected external input ``db``, a hardened
+read-only DuckDB cursor. Nothing here knows about MCP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from types import ModuleType
+from typing import Annotated, Any
+
+import duckdb
+import pandas as pd
+from hamilton import driver
+from pydantic import BaseModel, Field, ValidationError
+
+from pipelines import ENGINES, Pipeline
+from servers.results import Column, Rows, cap_rows, json_value
+from servers.settings import PipelineOverride
+
+# The arguments of every tool that names a pipeline, its inputs and its outputs.
+PipelineName = Annotated[str, Field(description="A pipeline name from list_pipelines.")]
+PipelineInputs = Annotated[
+    dict[str, Any] | None,
+    Field(description="Input values by name; omitted inputs take their defaults."),
+]
+PipelineOutputs = Annotated[
+    list[str] | None, Field(description="Public outputs to compute; default all of them.")
+]
+
+INJECTED = {"db": duckdb.DuckDBPyConnection}
+
+
+class PipelineError(ValueError):
+    """A pipeline is broken (at start-up) or a call to one is wrong; the message says how."""
+
+
+@dataclass(frozen=True)
+class LoadedPipeline:
+    name: str
+    spec: Pipeline
+    driver: driver.Driver
+    inputs: type[BaseModel]
+
+    @property
+    def module(self) -> ModuleType:
+        return self.spec.module
+
+    @property
+    def description(self) -> str:
+        return (self.module.__doc__ or self.name).strip()
+
+
+def load_registry(
+    registry: Mapping[str, Pipeline], overrides: Mapping[str, PipelineOverride] | None = None
+) -> dict[str, LoadedPipeline]:
+    """Build and validate every pipeline, with the settings' run options applied; the first
+    broken one raises PipelineError naming it."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(registry))
+    if unknown:
+        raise PipelineError(
+            f"settings pipelines.overrides name unknown pipelines {unknown}; "
+            f"registered: {', '.join(registry)}"
+        )
+    return {
+        name: load_pipeline(name, with_override(spec, overrides.get(name)))
+        for name, spec in registry.items()
+    }
+
+
+def with_override(spec: Pipeline, override: PipelineOverride | None) -> Pipeline:
+    """The registry entry with the settings' per-pipeline options laid over it."""
+    if override is None:
+        return spec
+    changes = {
+        "timeout_s": override.run_timeout_s,
+        "concurrency": override.concurrency,
+        "engine": override.engine,
+        "cache": override.cache,
+    }
+    return replace(spec, **{k: v for k, v in changes.items() if v is not None})
+
+
+def load_pipeline(name: str, spec: Pipeline) -> LoadedPipeline:
+    where = f"pipeline {name!r} (module {spec.module.__name__})"
+    if spec.engine not in ENGINES:
+        raise PipelineError(
+            f"{where} names engine {spec.engine!r}; choose one of {', '.join(ENGINES)}"
+        )
+    try:
+        dr = driver.Builder().with_modules(spec.module).build()
+    except Exception as exc:
+        raise PipelineError(f"{where} does not build: {type(exc).__name__}: {exc}") from None
+    inputs = getattr(spec.module, "Inputs", None)
+    if not (isinstance(inputs, type) and issubclass(inputs, BaseModel)):
+        raise PipelineError(f"{where} has no `Inputs` pydantic model describing its inputs")
+    variables = {v.name: v for v in dr.list_available_variables()}
+    missing = [o for o in spec.outputs if o not in variables or variables[o].is_external_input]
+    if missing:
+        raise PipelineError(f"{where} declares outputs that are not nodes: {', '.join(missing)}")
+    if not spec.outputs:
+        raise PipelineError(f"{where} declares no public outputs")
+    external = {
+        v.name for v in dr.what_is_upstream_of(*spec.outputs) if v.is_external_input
+    } - INJECTED.keys()
+    declared = set(inputs.model_fields)
+    if external != declared:
+        raise PipelineError(
+            f"{where}: `Inputs` must declare exactly the DAG's external inputs; "
+            f"missing {sorted(external - declared)}, extra {sorted(declared - external)}"
+        )
+    problems = _input_problems(inputs, variables)
+    if problems:
+        raise PipelineError(f"{where}: {'; '.join(problems)}")
+    try:
+        dr.validate_execution(list(spec.outputs), inputs=_placeholder_inputs(external))
+    except Exception as exc:
+        raise PipelineError(f"{where} does not validate: {exc}") from None
+    return LoadedPipeline(name, spec, dr, inputs)
+
+
+def _input_problems(inputs: type[BaseModel], variables: dict) -> list[str]:
+    """Each declared input must have the DAG's type and a description (the LLM reads it)."""
+    problems = []
+    for name, field in inputs.model_fields.items():
+        dag_type = variables[name].type
+        if field.annotation != dag_type:
+            problems.append(
+                f"input {name!r} is {_type_name(field.annotation)} in `Inputs` but the "
+                f"functions take {_type_name(dag_type)}"
+            )
+        elif not (field.description or "").strip():
+            problems.append(
+                f"input {name!r} has no description in `Inputs` (add Field(description=...))"
+            )
+    return problems
+
+
+def input_schema(pipeline: LoadedPipeline) -> dict[str, Any]:
+    """The JSON schema of a pipeline's inputs, as its run tool's parameters: types, formats,
+    defaults, descriptions, allowed values; no other properties accepted."""
+    schema = pipeline.inputs.model_json_schema()
+    schema.pop("title", None)
+    schema.pop("description", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    return {**schema, "additionalProperties": False}
+
+
+def _placeholder_inputs(names: set[str]) -> dict[str, Any]:
+    # validate_execution checks that every external input is provided; values are not used.
+    return {name: None for name in names} | {name: None for name in INJECTED}
+
+
+def check_call(
+    pipeline: LoadedPipeline, inputs: Mapping[str, Any] | None, outputs: list[str] | None
+) -> tuple[dict[str, Any], list[str]]:
+    """Validated inputs (defaults filled) and outputs, or PipelineError listing what is expected."""
+    try:
+        values = pipeline.inputs.model_validate(dict(inputs or {})).model_dump()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'inputs'}: {e['msg']}" for e in exc.errors()
+        )
+        raise PipelineError(
+            f"Invalid inputs for pipeline {pipeline.name!r}: {problems}. "
+            f"Expected: {describe_inputs(pipeline)}"
+        ) from None
+    unknown = set(inputs or {}) - set(pipeline.inputs.model_fields)
+    if unknown:
+        raise PipelineError(
+            f"Unknown inputs for pipeline {pipeline.name!r}: {', '.join(sorted(unknown))}. "
+            f"Expected: {describe_inputs(pipeline)}"
+        )
+    chosen = list(outputs or pipeline.spec.outputs)
+    hidden = [o for o in chosen if o not in pipeline.spec.outputs]
+    if hidden:
+        raise PipelineError(
+            f"Pipeline {pipeline.name!r} has no public output {', '.join(map(repr, hidden))}; "
+            f"choose from {', '.join(pipeline.spec.outputs)}."
+        )
+    return values, chosen
+
+
+def describe_inputs(pipeline: LoadedPipeline) -> str:
+    parts = []
+    for name, field in pipeline.inputs.model_fields.items():
+        kind = _type_name(field.annotation)
+        default = "required" if field.is_required() else f"default {json_value(field.default)}"
+        parts.append(f"{name} ({kind}, {default})")
+    return ", ".join(parts) or "no inputs"
+
+
+def shape_output(value: Any, max_rows: int, max_bytes: int) -> Any:
+    """DataFrames become capped Rows (like sql results); everything else plain JSON."""
+    if isinstance(value, pd.DataFrame):
+        columns = [Column(name=str(c), type=str(t)) for c, t in value.dtypes.items()]
+        rows = value.itertuples(index=False, name=None)
+        return cap_rows(columns, (_no_missing(r) for r in rows), max_rows, max_bytes).model_dump()
+    if isinstance(value, pd.Series):
+        return shape_output(value.to_frame(), max_rows, max_bytes)
+    if isinstance(value, Rows):
+        return value.model_dump()
+    return json_value(value)
+
+
+def _no_missing(row: tuple) -> tuple:
+    # In a DataFrame NaN, NA and NaT all mean "missing": JSON null (SQL results keep NaN).
+    return tuple(None if pd.api.types.is_scalar(v) and pd.isna(v) else v for v in row)
+
+
+def describe(pipeline: LoadedPipeline) -> dict[str, Any]:
+    """Nodes with types and docs, each public output's lineage, and the DAG as Mermaid."""
+    dr = pipeline.driver
+    upstream = dr.what_is_upstream_of(*pipeline.spec.outputs)
+    nodes = [
+        {
+            "name": v.name,
+            "type": _type_name(v.type),
+            "doc": (v.documentation or "").strip() or None,
+            "external_input": v.is_external_input,
+        }
+        for v in sorted(upstream, key=lambda v: v.name)
+        if v.name not in INJECTED
+    ]
+    lineage = {
+        output: sorted(
+            v.name
+            for v in dr.what_is_upstream_of(output)
+            if v.name != output and v.name not in INJECTED
+        )
+        for output in pipeline.spec.outputs
+    }
+    return {
+        "name": pipeline.name,
+        "description": pipeline.description,
+        "inputs": input_schema(pipeline),
+        "outputs": list(pipeline.spec.outputs),
+        "engine": pipeline.spec.engine,
+        "cached": pipeline.spec.cache,
+        "nodes": nodes,
+        "lineage": lineage,
+        "mermaid": mermaid(pipeline),
+    }
+
+
+def mermaid(pipeline: LoadedPipeline) -> str:
+    """The DAG that produces the public outputs, as a Mermaid flowchart."""
+    graph = pipeline.driver.graph
+    wanted = {v.name for v in pipeline.driver.what_is_upstream_of(*pipeline.spec.outputs)}
+    lines = ["flowchart LR"]
+    for name in sorted(wanted):
+        node = graph.nodes[name]
+        shape = f"{name}[/{name}/]" if node.user_defined else f"{name}[{name}]"
+        if name in pipeline.spec.outputs:
+            shape = f"{name}[[{name}]]"
+        lines.append(f"    {shape}")
+    for name in sorted(wanted):
+        for dependency in sorted(d.name for d in graph.nodes[name].dependencies):
+            lines.append(f"    {dependency} --> {name}")
+    return "\n".join(lines)
+
+
+def _type_name(kind: Any) -> str:
+    if isinstance(kind, type):
+        return kind.__name__
+    return str(kind).replace("typing.", "").replace("datetime.", "")
