@@ -25,6 +25,7 @@ from servers.backends.provider import install_backends
 from servers.gateway.audit import Audit, AuditMiddleware
 from servers.gateway.auth import build_auth, insecure_bind_refusal, new_token
 from servers.gateway.clients import clients_command
+from servers.gateway.http import uvicorn_options
 from servers.gateway.limits import BodyLimit, ClientLimits
 from servers.gateway.metrics import install_metrics
 from servers.gateway.policy import ScopePolicy, Scopes
@@ -131,11 +132,7 @@ def serve_workers(settings: GatewaySettings, config_file: Path | None) -> None:
         "gateway:app_from_environment",
         factory=True,
         workers=settings.workers,
-        host=settings.host,
-        port=settings.port,
-        timeout_graceful_shutdown=5,
-        log_level="info",
-        access_log=settings.access_log,
+        **uvicorn_options(settings),
     )
 
 
@@ -196,14 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         # every worker process builds its own.
         serve_workers(settings, args.config)
     else:
-        uvicorn.run(
-            create_app(settings, gateway),
-            host=settings.host,
-            port=settings.port,
-            timeout_graceful_shutdown=5,
-            log_level="info",
-            access_log=settings.access_log,
-        )
+        uvicorn.run(create_app(settings, gateway), **uvicorn_options(settings))
     return 0
 
 
