@@ -20,7 +20,7 @@ from starlette.middleware import Middleware
 
 from pipelines import Pipeline
 from servers.admin import server as admin
-from servers.admin.controls import Runtime, install_admin_controls
+from servers.admin.controls import BackendsPart, Runtime, install_admin_controls
 from servers.backends.provider import install_backends
 from servers.gateway.audit import Audit, AuditMiddleware
 from servers.gateway.auth import build_auth, insecure_bind_refusal, new_token
@@ -88,11 +88,12 @@ def create_gateway(
         health.add(name, "backend", remote.check(name))
     health.add_metrics("backends", remote.metrics)
     install_metrics(gateway, audit, health, auth.provider if auth else None)
+    # In the order they apply: the scope policy knows new namespaces before backends offer them.
+    parts = [*([auth] if auth else []), scopes, limits, health, sql_control]
     runtime = Runtime(
-        settings, reload_settings or (lambda: settings), auth, scopes, limits,
-        sql=sql_control, backends=remote, health=health,
-    )  # fmt: skip
-    install_admin_controls(admin_server, gateway, remote, runtime, pipelines_control)
+        settings, reload_settings or (lambda: settings), [*parts, BackendsPart(remote, health)]
+    )
+    install_admin_controls(admin_server, gateway, remote, runtime, sql_control, pipelines_control)
     # SEP-2243 header checks from cached schemas: no tools/list of every backend per call.
     ToolSchemas(remote.schema_for).install(gateway)
     gateway.add_transform(ToolSearch(settings.tool_search))

@@ -10,11 +10,11 @@ import time
 import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import anyio
 
-from servers.settings import PROJECT_ROOT
+from servers.settings import PROJECT_ROOT, GatewaySettings
 
 Check = Callable[[], Awaitable[dict]]
 MetricsSource = Callable[[], dict[str, dict[str, float]]]
@@ -36,6 +36,16 @@ class Health:
 
     def add(self, name: str, kind: Literal["mount", "backend"], check: Check) -> None:
         self.checks[name] = (kind, check)
+
+    reloads: ClassVar[frozenset[str]] = frozenset({"ready_timeout_s"})
+    lists: ClassVar[frozenset[str]] = frozenset()
+
+    def check(self, new: GatewaySettings) -> float | None:
+        return None if new.ready_timeout_s == self.timeout_s else new.ready_timeout_s
+
+    async def apply(self, timeout_s: float) -> list[str]:
+        self.timeout_s = timeout_s
+        return ["ready_timeout_s"]
 
     def add_metrics(self, name: str, source: MetricsSource) -> None:
         """Register numbers for a metrics exporter: ``source()`` gives {subject: {metric: value}},

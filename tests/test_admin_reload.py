@@ -214,6 +214,24 @@ async def test_settings_fixed_at_start_are_named_as_needing_a_restart(data_dir, 
     }
 
 
+async def test_each_part_applies_its_own_settings_and_names_the_rest(data_dir, tmp_path):
+    configured = Configured(data_dir, tmp_path)
+    async with Client(configured.gateway) as admin:
+        config = json.loads(configured.config.read_text())
+        config |= {"ready_timeout_s": 7.5, "limits": {"rate_burst": 99, "max_body_bytes": 4096}}
+        configured.write_raw(json.dumps(config))
+        answer = await reload(admin)
+        assert answer == {
+            "applied": ["limits", "ready_timeout_s"],
+            "needs_restart": ["limits.max_body_bytes"],
+        }
+        # Nothing changed since: a second reload applies nothing and still names the rest.
+        assert await reload(admin) == {
+            "applied": [],
+            "needs_restart": ["limits.max_body_bytes"],
+        }
+
+
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_clear_caches_drops_stored_results_and_pipeline_caches(data_dir, tmp_path, mode):
     configured = Configured(data_dir, tmp_path, max_rows=10)

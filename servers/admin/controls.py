@@ -28,12 +28,10 @@ from mcp.types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from servers.backends.provider import BackendsProvider
-from servers.gateway.auth import GatewayAuth, build_verifiers
-from servers.gateway.limits import ClientLimits
-from servers.gateway.policy import Scopes
+from servers.backends.provider import BackendChanges, BackendsProvider
 from servers.health import Health
 from servers.pipelines.server import PipelinesControl
+from servers.reload import Reloadable, needs_restart
 from servers.settings import GatewaySettings
 from servers.sql.server import SqlControl
 
@@ -84,29 +82,37 @@ async def confirmation(ctx: Context, question: str, confirm: bool) -> InputRequi
     return None
 
 
-# Auth settings a running gateway can take on (the token sources); the others (auth on or off,
-# the protected-resource metadata) are fixed when the HTTP app is built.
-RELOADABLE_AUTH = {
-    "tokens_file", "token", "token_client", "token_scopes", "jwt_public_key", "jwt_jwks_url",
-    "jwt_issuer", "jwt_audience", "jwt_algorithm", "tag_scopes",
-}  # fmt: skip
+@dataclass
+class BackendsPart:
+    """The remote backends as a reloadable part: mcpServers entries added, removed or replaced,
+    with their health checks kept in step."""
+
+    provider: BackendsProvider
+    health: Health
+    reloads: frozenset[str] = frozenset({"backends"})
+    lists: frozenset[str] = frozenset({"tools", "resources", "prompts"})
+
+    def check(self, new: GatewaySettings) -> BackendChanges | None:
+        return self.provider.prepare(new.backends) or None
+
+    async def apply(self, changes: BackendChanges) -> list[str]:
+        await self.provider.apply(changes)
+        for name in changes.removed:
+            self.health.checks.pop(name, None)
+        for name in changes.added:
+            self.health.add(name, "backend", self.provider.check(name))
+        summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.summary().items())
+        return [f"backends ({summary})"]
 
 
 @dataclass
 class Runtime:
-    """The parts of a running gateway that reload() replaces, and where settings come from.
-
-    ``sql`` and ``backends`` take new canned queries and mcpServers entries; ``health`` has a
-    check per backend. Without them those sections only change with a restart."""
+    """Where settings come from, and the parts of the running gateway that take new ones, in
+    the order they apply (see ``servers.reload``)."""
 
     settings: GatewaySettings
     load: Callable[[], GatewaySettings]
-    auth: GatewayAuth | None
-    scopes: Scopes
-    limits: ClientLimits
-    sql: SqlControl | None = None
-    backends: BackendsProvider | None = None
-    health: Health | None = None
+    parts: list[Reloadable]
     started: GatewaySettings = field(init=False)
     _lock: anyio.Lock = field(init=False, default_factory=anyio.Lock)
 
@@ -114,80 +120,30 @@ class Runtime:
         self.started = self.settings
 
     async def reload(self) -> tuple[dict, set[str]]:
-        """Read the settings again and apply what can change while running; everything is
-        checked before anything is applied, so a bad config changes nothing. Returns the
-        answer and the kinds of lists that changed."""
+        """Read the settings again, check them with every part, then apply every part's
+        change: a bad config changes nothing. Returns the answer and the kinds of lists that
+        changed."""
         async with self._lock:
-            return await self._reload()
-
-    async def _reload(self) -> tuple[dict, set[str]]:
-        try:
-            new = self.load()
-            verifiers = build_verifiers(new.auth) if self.auth and new.auth.configured else None
-            if self.sql is not None:
-                self.sql.check(new.sql.canned_queries)
-            changes = self.backends.prepare(new.backends) if self.backends else None
-        except ValidationError as exc:
-            reasons = "; ".join(
-                f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}"
-                for error in exc.errors()
-            )
-            raise ToolError(f"Config not reloaded, the old one stays: {reasons}") from None
-        except ValueError as exc:
-            reason = HOST_PATH.sub("<path>", str(exc))
-            raise ToolError(f"Config not reloaded, the old one stays: {reason}") from None
-        applied, kinds = [], set()
-        if verifiers is not None:
-            self.auth.verifier.verifiers = verifiers
-            applied.append(f"auth ({len(verifiers[0].entries)} static tokens)")
-        fresh = Scopes(new)
-        self.scopes.tag_scopes = fresh.tag_scopes
-        if new.limits != self.settings.limits:
-            self.limits.settings = new.limits
-            self.limits.buckets.clear()
-            applied.append("limits")
-        if self.sql is not None:
-            changed = self.sql.apply(new.sql.canned_queries)
-            if changed:
-                applied.append(f"sql canned queries ({', '.join(changed)})")
-                kinds.add("tools")
-        if changes:
-            # The scope policy knows the new namespaces before their tools are offered.
-            self.scopes.by_namespace, self.scopes.namespaces = fresh.by_namespace, fresh.namespaces
-            await self.backends.apply(changes)
-            if self.health is not None:
-                for name in changes.removed:
-                    self.health.checks.pop(name, None)
-                for name in changes.added:
-                    self.health.add(name, "backend", self.backends.check(name))
-            summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.summary().items())
-            applied.append(f"backends ({summary})")
-            kinds |= {"tools", "resources", "prompts"}
-        self.settings = new
-        return {"applied": applied, "needs_restart": self._needs_restart(new)}, kinds
-
-    def _needs_restart(self, new: GatewaySettings) -> list[str]:
-        """The changed settings only a restart applies, by name (``sql.memory_limit``)."""
-        live = {"auth", "limits"} | ({"backends"} if self.backends else set())
-        restart = []
-        for name in type(new).model_fields:
-            if name in live or getattr(new, name) == getattr(self.started, name):
-                continue
-            if name == "sql" and self.sql is not None:
-                restart += [
-                    f"sql.{field_name}"
-                    for field_name in type(new.sql).model_fields
-                    if field_name != "canned_queries"
-                    and getattr(new.sql, field_name) != getattr(self.started.sql, field_name)
-                ]
-            else:
-                restart.append(name)
-        fixed_auth = set(type(new.auth).model_fields) - RELOADABLE_AUTH
-        if new.auth.configured != self.started.auth.configured or any(
-            getattr(new.auth, name) != getattr(self.started.auth, name) for name in fixed_auth
-        ):
-            restart.append("auth (turning it on or off, base_url)")
-        return restart
+            try:
+                new = self.load()
+                plans = [(part, part.check(new)) for part in self.parts]
+            except ValidationError as exc:
+                reasons = "; ".join(
+                    f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}"
+                    for error in exc.errors()
+                )
+                raise ToolError(f"Config not reloaded, the old one stays: {reasons}") from None
+            except ValueError as exc:
+                reason = HOST_PATH.sub("<path>", str(exc))
+                raise ToolError(f"Config not reloaded, the old one stays: {reason}") from None
+            applied, kinds = [], set()
+            for part, plan in plans:
+                if plan is not None and (lines := await part.apply(plan)):
+                    applied += lines
+                    kinds |= part.lists
+            self.settings = new
+            restart = needs_restart(self.started, new, self.parts)
+            return {"applied": applied, "needs_restart": restart}, kinds
 
 
 def install_admin_controls(
@@ -195,10 +151,11 @@ def install_admin_controls(
     gateway: FastMCP,
     backends: BackendsProvider,
     runtime: Runtime,
-    pipelines: PipelinesControl | None = None,
+    sql: SqlControl,
+    pipelines: PipelinesControl,
 ) -> None:
     """Add set_enabled, reload, cancel_run and clear_caches to the admin server, acting on the
-    whole gateway (``pipelines``: whose caches clear_caches deletes)."""
+    whole gateway (``sql`` and ``pipelines``: whose caches clear_caches deletes)."""
     disabled: dict[str, tuple[str, str]] = {}  # component -> (list kind, fastmcp key)
 
     async def find(component: str) -> tuple[str, str] | None:
@@ -317,8 +274,6 @@ def install_admin_controls(
                 await backend.refresh()
             states[name] = backend.catalog_state() if backend.catalog else "none"
         cleared: dict = {"backends": states}
-        if runtime.sql is not None:
-            cleared["sql_results_dropped"] = runtime.sql.clear_results()
-        if pipelines is not None:
-            cleared["pipeline_caches"] = await pipelines.clear_caches()
+        cleared["sql_results_dropped"] = sql.clear_results()
+        cleared["pipeline_caches"] = await pipelines.clear_caches()
         return cleared

@@ -15,12 +15,13 @@ import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from fastmcp.server.auth import AccessToken, AuthProvider, RemoteAuthProvider, TokenVerifier
 from fastmcp.server.auth.providers.jwt import JWTVerifier
 from pydantic import AnyHttpUrl
 
-from servers.settings import AuthSettings
+from servers.settings import AuthSettings, GatewaySettings
 
 TOKEN_PREFIX = "gw_"
 
@@ -143,12 +144,26 @@ class GatewayAuth:
     provider: AuthProvider
     verifier: FirstAccepting
 
-    def reload(self, settings: AuthSettings) -> int:
-        """Use the token sources of settings from now on; raises ValueError (keeping the old
-        ones) if they are bad. Returns the number of static tokens."""
-        verifiers = build_verifiers(settings)
+    # The token sources a running gateway can take on; turning auth on or off and the
+    # protected-resource metadata are fixed when the HTTP app is built.
+    reloads: ClassVar[frozenset[str]] = frozenset(
+        f"auth.{name}"
+        for name in (
+            "tokens_file", "token", "token_client", "token_scopes", "jwt_public_key",
+            "jwt_jwks_url", "jwt_issuer", "jwt_audience", "jwt_algorithm",
+        )
+    )  # fmt: skip
+    lists: ClassVar[frozenset[str]] = frozenset()
+
+    def check(self, new: GatewaySettings) -> list[TokenVerifier]:
+        """The verifiers of new's token sources; raises ValueError if they are bad."""
+        if not new.auth.configured:
+            raise ValueError("auth.*: no token source is left; turning auth off needs a restart")
+        return build_verifiers(new.auth)
+
+    async def apply(self, verifiers: list[TokenVerifier]) -> list[str]:
         self.verifier.verifiers = verifiers
-        return len(verifiers[0].entries)
+        return [f"auth ({len(verifiers[0].entries)} static tokens)"]
 
 
 def build_auth(settings: AuthSettings) -> GatewayAuth | None:

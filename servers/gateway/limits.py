@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pydantic_core
 from fastmcp.exceptions import PromptError, ResourceError, ToolError
@@ -17,7 +18,7 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools import ToolResult
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servers.settings import LimitSettings
+from servers.settings import GatewaySettings, LimitSettings
 
 
 @dataclass
@@ -46,6 +47,20 @@ class ClientLimits(Middleware):
     def __init__(self, settings: LimitSettings) -> None:
         self.settings = settings
         self.buckets: dict[str, TokenBucket] = {}
+
+    # max_body_bytes is fixed when the HTTP app is built.
+    reloads: ClassVar[frozenset[str]] = frozenset(
+        {"limits.rate_per_s", "limits.rate_burst", "limits.max_response_bytes"}
+    )
+    lists: ClassVar[frozenset[str]] = frozenset()
+
+    def check(self, new: GatewaySettings) -> LimitSettings | None:
+        return None if new.limits == self.settings else new.limits
+
+    async def apply(self, limits: LimitSettings) -> list[str]:
+        self.settings = limits
+        self.buckets.clear()
+        return ["limits"]
 
     def _check_rate(self, error: type[Exception]) -> None:
         token = get_access_token()

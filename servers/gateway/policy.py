@@ -12,6 +12,7 @@ an access token (stdio, in-memory, unauthenticated loopback HTTP) every scope is
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from fastmcp.exceptions import PromptError, ResourceError, ToolError
@@ -47,6 +48,22 @@ class Scopes:
     def required(self, namespace: str | None, tags: Iterable[str] = ()) -> list[str]:
         needed = [self.by_namespace[namespace]] if namespace else []
         return needed + [self.tag_scopes[tag] for tag in tags if tag in self.tag_scopes]
+
+    # Namespaces follow the backends (applied by their own part, after this one, so the policy
+    # knows a new namespace before its tools are offered).
+    reloads: ClassVar[frozenset[str]] = frozenset({"auth.tag_scopes"})
+    lists: ClassVar[frozenset[str]] = frozenset()
+
+    def check(self, new: GatewaySettings) -> Scopes | None:
+        fresh = Scopes(new)
+        same = (fresh.by_namespace, fresh.tag_scopes) == (self.by_namespace, self.tag_scopes)
+        return None if same else fresh
+
+    async def apply(self, fresh: Scopes) -> list[str]:
+        tags_changed = fresh.tag_scopes != self.tag_scopes
+        self.by_namespace, self.namespaces = fresh.by_namespace, fresh.namespaces
+        self.tag_scopes = fresh.tag_scopes
+        return ["tag scopes"] if tags_changed else []
 
 
 def granted(scopes: Iterable[str] | None, needed: str) -> bool:

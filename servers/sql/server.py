@@ -4,7 +4,7 @@ Run alone: ``uv run python -m servers.sql`` (stdio) or ``... --transport http --
 """
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import anyio
 from fastmcp import Context, FastMCP
@@ -45,14 +45,24 @@ class SqlControl:
         self._answer = answer
         self.canned: dict[str, CannedQuery] = {}
 
-    def check(self, canned: dict[str, CannedQuery]) -> None:
-        """Raise ValueError, naming the query, when a canned query would be refused."""
+    # Everything else of the sql settings is fixed when the database opens.
+    reloads: ClassVar[frozenset[str]] = frozenset({"sql.canned_queries"})
+    lists: ClassVar[frozenset[str]] = frozenset({"tools"})
+
+    def check(self, new: GatewaySettings) -> dict[str, CannedQuery]:
+        """The new canned queries; raises ValueError, naming the query, for one refused."""
+        canned = new.sql.canned_queries
         with self.engine.connection.cursor() as cursor:
             check_canned_queries(cursor, canned)
+        return canned
 
-    def apply(self, canned: dict[str, CannedQuery]) -> list[str]:
-        """Make the canned-query tools exactly ``canned`` (checked before): removed and changed
-        ones go, new and changed ones come. Returns the names of the tools that changed."""
+    async def apply(self, canned: dict[str, CannedQuery]) -> list[str]:
+        changed = self.replace(canned)
+        return [f"sql canned queries ({', '.join(changed)})"] if changed else []
+
+    def replace(self, canned: dict[str, CannedQuery]) -> list[str]:
+        """Make the canned-query tools exactly ``canned``: removed and changed ones go, new and
+        changed ones come. Returns the names of the tools that changed."""
         changed = sorted(
             name
             for name in self.canned.keys() | canned.keys()
@@ -236,7 +246,7 @@ def build_server(
             raise ToolError(str(exc)) from None
 
     control = SqlControl(mcp, engine, limits, store, answer)
-    control.apply(limits.canned_queries)
+    control.replace(limits.canned_queries)
 
     @mcp.resource("sql://tables", mime_type="application/json")
     async def table_list() -> list[dict]:
