@@ -1,0 +1,21 @@
+"""Database failures as a client reads them: every refusal or failure of a database call
+becomes one actionable ToolError, worded the same for every sql tool."""
+
+from fastmcp.exceptions import ToolError
+
+from servers.sql.engine import QueryFailed, QueryTimeout
+from servers.sql.gate import RefusedStatement
+
+
+async def guarded(awaitable):
+    """Await a database call, turning every refusal or failure into an actionable ToolError."""
+    try:
+        return await awaitable
+    except RefusedStatement as exc:
+        raise ToolError(str(exc)) from None
+    except QueryTimeout as exc:
+        raise ToolError(
+            f"{exc} Narrow it with WHERE, aggregate, or add LIMIT; check its plan with explain."
+        ) from None
+    except QueryFailed as exc:
+        raise ToolError(str(exc)) from None
