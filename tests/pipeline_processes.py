@@ -4,15 +4,24 @@ import os
 from pathlib import Path
 
 import anyio
+import psutil
 
 
-def group_alive(pid: int) -> bool:
-    """Whether any process of the worker's process group (the worker and its helpers) lives."""
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group pgid (a worker and its helpers) lives."""
     try:
-        os.killpg(pid, 0)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     return True
+
+
+def alive(pid: int) -> bool:
+    """Whether process pid runs (a zombie waiting for its parent does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 async def wait_for_pid(marker: Path) -> int:
@@ -23,8 +32,13 @@ async def wait_for_pid(marker: Path) -> int:
     return int(marker.read_text())
 
 
-async def wait_until_gone(pid: int) -> None:
-    """Return once no process of pid's group is left; fail after 10 s."""
-    with anyio.fail_after(10):
-        while group_alive(pid):
+async def wait_until_gone(pid: int, timeout_s: float = 60) -> None:
+    """Return once process pid and every process of its group are gone (pid need not lead its
+    group: a Dask node runs in a process of the run worker's group); fail after timeout_s."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    with anyio.fail_after(timeout_s):
+        while alive(pid) or group_alive(pgid):
             await anyio.sleep(0.05)
