@@ -6,6 +6,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,37 +43,49 @@ class Served:
     pid: int
 
 
+class StartFailed(RuntimeError):
+    """A server a benchmark needs did not start: nothing was measured (not a regression)."""
+
+
 @contextmanager
 def server_process(
-    args: list[str], env: dict[str, str] | None = None, ready: str = "/health"
+    args: list[str], env: dict[str, str] | None = None, ready: str = "/health", wait_s: float = 180
 ) -> Iterator[Served]:
     """`python <args> --port N` from the project root on a free loopback port; yields its base
-    URL and pid once `ready` answers, and stops the process afterwards."""
+    URL and pid once `ready` answers (within wait_s; StartFailed, with the process's last
+    words, otherwise), and stops the process afterwards."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, *args, "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{' '.join(args)} exited with {process.returncode}")
-            try:
-                if httpx.get(base + ready, timeout=1).status_code < 500:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise TimeoutError(f"{' '.join(args)} did not start")
-        yield Served(base, process.pid)
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, *args, "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+        def failed(why: str) -> StartFailed:
+            log.seek(0)
+            lines = log.read().decode(errors="replace").strip().splitlines()
+            return StartFailed(f"{' '.join(args)} {why}: {lines[-1] if lines else '(no output)'}")
+
+        try:
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    raise failed(f"exited with code {process.returncode}")
+                try:
+                    if httpx.get(base + ready, timeout=1).status_code < 500:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            else:
+                raise failed(f"did not answer within {wait_s:g} s")
+            yield Served(base, process.pid)
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
 
 
 @contextmanager

@@ -84,7 +84,7 @@ import duckdb
 from fastmcp import Client
 
 from bench import trivial
-from bench.common import ROOT, ignore_log, machine, serving
+from bench.common import ROOT, StartFailed, ignore_log, machine, serving
 from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
 
@@ -391,7 +391,11 @@ def main(argv: list[str] | None = None) -> int:
         args.baseline.write_text(json.dumps(report, indent=2) + "\n")
         rows = compare(report["ratios"], report["ratios"])
     else:
-        report = asyncio.run(run_guard())
+        try:
+            report = asyncio.run(run_guard())
+        except StartFailed as exc:
+            print(f"bench guard: nothing measured, a server did not start: {exc}", file=sys.stderr)
+            return 3
         rows = compare(report["ratios"], load_baseline(args.baseline))
     report["comparison"] = rows
     report["failures"] = failures(rows)

@@ -110,4 +110,5 @@ def test_no_ratio_regressed_against_the_committed_baseline():
         text=True,
         timeout=220,
     )
+    assert done.returncode != 3, f"the guard's servers did not start:\n{done.stderr[-3000:]}"
     assert done.returncode == 0, f"bench guard failed:\n{done.stdout}\n{done.stderr[-3000:]}"
