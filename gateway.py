@@ -35,7 +35,6 @@ from servers.health import Health
 from servers.lookup import Server
 from servers.pipelines import server as pipelines
 from servers.pipelines.registry import PipelineError
-from servers.pipelines.tasks import tasks_extension
 from servers.settings import GatewaySettings
 from servers.sql import server as sql
 from servers.sql.engine import Engine
@@ -74,7 +73,7 @@ def create_gateway(
     sql_server, sql_control = sql.build_server(settings, engine, namespace="sql")
     gateway.mount(sql_server, namespace="sql")
     # Background pipeline runs: the tasks extension lives on the root, the server that serves.
-    tasks = tasks_extension(settings, namespace="pipelines")
+    tasks = pipelines.tasks_extension(settings, namespace="pipelines")
     gateway.add_extension(tasks)
     pipelines_server, pipelines_control = pipelines.build_server(
         settings, engine, served_pipelines, tasks=tasks

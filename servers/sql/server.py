@@ -22,9 +22,8 @@ from servers.settings import CannedQuery, GatewaySettings, SqlSettings
 from servers.sql.canned import CannedQueryTool, check_canned_queries
 from servers.sql.catalog import CHEAT_SHEET, columns, describe, statistics, tables
 from servers.sql.chart import add_chart_tools
-from servers.sql.engine import Engine, QueryTimeout
-from servers.sql.errors import guarded
-from servers.sql.gate import check_statement
+from servers.sql.engine import Engine, QueryFailed, QueryTimeout
+from servers.sql.gate import RefusedStatement, check_statement
 from servers.sql.query import QueryResult, current_context, run_query
 from servers.sql.result_store import ResultStore, UnknownResult
 from servers.sql.summary import with_summary
@@ -180,7 +179,7 @@ def build_server(
 
             return await guarded(engine.run(plan))
 
-        add_chart_tools(mcp, engine, settings)
+        add_chart_tools(mcp, engine, settings, guarded)
 
     @mcp.tool(annotations=READ_ONLY)
     async def list_tables(
@@ -323,6 +322,20 @@ def render(result: QueryResult, format: str) -> ToolResult:
     structured = result.model_dump(mode="json")
     text = markdown_table(result) if format == "markdown" else json.dumps(structured)
     return ToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+
+
+async def guarded(awaitable):
+    """Await a database call, turning every refusal or failure into an actionable ToolError."""
+    try:
+        return await awaitable
+    except RefusedStatement as exc:
+        raise ToolError(str(exc)) from None
+    except QueryTimeout as exc:
+        raise ToolError(
+            f"{exc} Narrow it with WHERE, aggregate, or add LIMIT; check its plan with explain."
+        ) from None
+    except QueryFailed as exc:
+        raise ToolError(str(exc)) from None
 
 
 async def _in_thread(function, *args):
