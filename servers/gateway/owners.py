@@ -17,7 +17,7 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from servers.gateway.tool_search import CALL_TOOL
 
 DOWNLOAD_PREFIX = "/sql/results/"
-RESULT_URI_PREFIX = "sql://results/"
+RESULT_URI_PREFIXES = ("sql://sql/results/", "sql://results/")  # mounted, and alone
 PAGING_TOOL = "sql_read_result"
 MAX_BOUND = 100_000  # results far outlive their TTL here before the oldest binding goes
 
@@ -85,8 +85,9 @@ class ResultOwnership(Middleware):
     async def on_read_resource(self, context: MiddlewareContext, call_next: CallNext):
         token = get_access_token()
         uri = str(context.message.uri)
-        if token is not None and uri.startswith(RESULT_URI_PREFIX):
-            result_id = uri[len(RESULT_URI_PREFIX) :].split("?", 1)[0]
+        prefix = next((p for p in RESULT_URI_PREFIXES if uri.startswith(p)), None)
+        if token is not None and prefix is not None:
+            result_id = uri[len(prefix) :].split("?", 1)[0]
             if not self.owners.may_read(result_id, token.client_id):
                 raise ResourceError(unknown_result(result_id))
         return await call_next(context)
