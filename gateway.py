@@ -25,9 +25,11 @@ from servers.backends.provider import install_backends
 from servers.gateway.audit import Audit, AuditMiddleware
 from servers.gateway.auth import build_auth, insecure_bind_refusal, new_token
 from servers.gateway.clients import clients_command
-from servers.gateway.http import uvicorn_options
+from servers.gateway.guard import HttpGuard
+from servers.gateway.http import configure, uvicorn_options
 from servers.gateway.limits import BodyLimit, ClientLimits
 from servers.gateway.metrics import install_metrics
+from servers.gateway.owners import ResultOwners, ResultOwnership
 from servers.gateway.policy import ScopePolicy, Scopes
 from servers.gateway.tool_schemas import ToolSchemas
 from servers.gateway.tool_search import CALL_TOOL, SEARCH_TOOL, ToolSearch
@@ -42,7 +44,8 @@ from servers.sql.engine import Engine
 INSTRUCTIONS = """\
 A data gateway. Namespaces: sql_* (read-only SQL over a DuckDB database; start with \
 sql_list_tables), pipelines_* (vetted Hamilton dataflows; start with pipelines_list_pipelines), \
-admin_* (service status), and one per remote backend ({backends})."""
+admin_* (service status), and one namespace per remote backend your token allows (see \
+tools/list)."""
 
 
 def create_gateway(
@@ -56,11 +59,10 @@ def create_gateway(
     (tests)."""
     engine = Engine.open(settings)
     health = Health(timeout_s=settings.ready_timeout_s)
-    backends = [name for name, config in settings.backends.items() if config.enabled]
     auth = build_auth(settings.auth)
     gateway = Server(
         "gateway",
-        instructions=INSTRUCTIONS.format(backends=", ".join(f"{b}_*" for b in backends) or "none"),
+        instructions=INSTRUCTIONS,  # names no backend: not every client may see every one
         mask_error_details=True,
         auth=auth.provider if auth else None,
     )
@@ -70,6 +72,8 @@ def create_gateway(
     gateway.add_middleware(AuditMiddleware(audit))
     gateway.add_middleware(limits)
     gateway.add_middleware(ScopePolicy(scopes))
+    gateway.result_owners = ResultOwners()  # stored results belong to their caller
+    gateway.add_middleware(ResultOwnership(gateway.result_owners))
     sql_server, sql_control = sql.build_server(settings, engine, namespace="sql")
     gateway.mount(sql_server, namespace="sql")
     # Background pipeline runs: the tasks extension lives on the root, the server that serves.
@@ -105,13 +109,19 @@ def create_app(settings: GatewaySettings, gateway: FastMCP | None = None) -> Sta
     With more than one worker process it serves stateless HTTP: no session lives in a process,
     so any worker answers any request of either protocol era."""
     gateway = gateway or create_gateway(settings)
-    return gateway.http_app(
+    configure(settings.limits)  # this process's connection limits (each worker's too)
+    app = gateway.http_app(
         path="/mcp",
         stateless_http=settings.stateless_http or settings.workers > 1,
         host_origin_protection=True,
         allowed_hosts=settings.allowed_hosts,
         middleware=[Middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)],
+        session_idle_timeout=settings.limits.session_idle_s,
     )
+    if gateway.auth is not None:  # every route through one auth and scope layer, outermost
+        owners = getattr(gateway, "result_owners", None) or ResultOwners()
+        app.add_middleware(HttpGuard, auth=gateway.auth, settings=settings, owners=owners)
+    return app
 
 
 def app_from_environment() -> Starlette:

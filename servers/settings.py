@@ -317,6 +317,17 @@ class AuthSettings(_Section):
         default_factory=dict,
         description='Extra scope a component needs by tag, e.g. {"destructive": "admin"}.',
     )
+    jwt_leeway_s: float = Field(
+        30.0, ge=0, le=600, description="Clock skew allowed for a JWT's `nbf` and `iat`."
+    )
+    min_token_chars: int = Field(
+        24, ge=16, description="Shortest static bearer token accepted at start-up."
+    )
+    failures_per_minute: int = Field(
+        30,
+        ge=1,
+        description="Failed authentications one client address may make per minute; then 429.",
+    )
 
     @property
     def configured(self) -> bool:
@@ -348,6 +359,23 @@ class LimitSettings(_Section):
     max_body_bytes: int = Field(
         1_000_000, ge=1_000, description="Largest HTTP request body (larger: 413)."
     )
+    max_header_bytes: int = Field(
+        65_536, ge=4_096, description="Largest HTTP request line and headers (larger: 431)."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for a request's line and headers (then closed)."
+    )
+    keep_alive_s: float = Field(5.0, gt=0, description="Idle keep-alive connections close after.")
+    max_connections: int = Field(
+        1000, ge=10, description="Connections and requests at once per process (more: 503)."
+    )
+    max_sessions: int = Field(
+        300, ge=1, description="Open protocol sessions one client with a token may hold."
+    )
+    sessions_per_minute: float = Field(
+        60.0, gt=0, description="New sessions (initialize) one client with a token may open."
+    )
+    session_idle_s: float = Field(1800.0, gt=0, description="A session unused this long is closed.")
 
 
 class AuditSettings(_Section):

@@ -235,7 +235,7 @@ async def test_the_audit_names_the_client_of_each_call_and_records_refusals(serv
         with pytest.raises(ToolError):
             await alice.call_tool("admin_status", {})
     async with server.client(auth=tokens["root"]) as root:
-        calls = await root.call_tool("admin_recent_calls", {"client": "alice", "limit": 2})
+        calls = await root.call_tool("admin_recent_calls", {"client": "token:alice", "limit": 2})
     newest, older = calls.structured_content["result"]
     assert (newest["name"], newest["outcome"], newest["error_class"]) == (
         "admin_status",

@@ -46,7 +46,8 @@ async def test_a_client_over_its_rate_gets_a_clear_error_and_others_are_unaffect
         async with server.client(auth=by_name["alice"]) as alice:
             for _ in range(3):
                 await alice.call_tool("sql_list_tables", {})
-            with pytest.raises(ToolError, match=r"Rate limit reached for client 'alice'.*Retry"):
+            refused = r"Rate limit reached for client 'token:alice'.*Retry"
+            with pytest.raises(ToolError, match=refused):
                 await alice.call_tool("sql_list_tables", {})
         async with server.client(auth=by_name["bob"]) as bob:
             assert (await bob.call_tool("sql_list_tables", {})).structured_content

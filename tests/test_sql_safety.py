@@ -93,10 +93,10 @@ REFUSED = {
     "set variable": ("SET VARIABLE x = 1", "SET statements"),
     # file reads outside the allowed directories
     "read_csv /etc/passwd": ("SELECT * FROM read_csv('/etc/passwd')", "cannot be read"),
-    "read_text": ("SELECT * FROM read_text('/etc/hostname')", "cannot be read"),
-    "read_blob": ("SELECT * FROM read_blob('/etc/hostname')", "cannot be read"),
-    "glob": ("SELECT * FROM glob('/etc/*')", "cannot be read"),
-    "sniff_csv": ("SELECT * FROM sniff_csv('/etc/passwd')", "cannot be read"),
+    "read_text": ("SELECT * FROM read_text('/etc/hostname')", "reveals server file paths"),
+    "read_blob": ("SELECT * FROM read_blob('/etc/hostname')", "reveals server file paths"),
+    "glob": ("SELECT * FROM glob('/etc/*')", "glob\\(\\) is not allowed"),
+    "sniff_csv": ("SELECT * FROM sniff_csv('/etc/passwd')", "sniff_csv\\(\\) is not allowed"),
     "parquet path": ("SELECT * FROM '{out}/secret.csv'", "cannot be read"),
     "outside secret": ("SELECT * FROM read_csv('{out}/secret.csv')", "cannot be read"),
     "traversal": (
@@ -108,7 +108,7 @@ REFUSED = {
         "SELECT * FROM read_csv('{readable}/dirlink/secret.csv')",
         "cannot be read",
     ),
-    "glob outside": ("SELECT * FROM glob('{out}/*')", "cannot be read"),
+    "glob outside": ("SELECT * FROM glob('{out}/*')", "glob\\(\\) is not allowed"),
     # network
     "https": ("SELECT * FROM read_csv('https://example.com/data.csv')", "cannot be read"),
     "http parquet": ("SELECT * FROM 'http://127.0.0.1:9/x.parquet'", "cannot be read"),
@@ -119,6 +119,37 @@ REFUSED = {
     "duckdb_databases": ("SELECT path FROM duckdb_databases()", "reveals server file paths"),
     "current_setting": ("SELECT current_setting('temp_directory')", "reveals server settings"),
     "duckdb_settings": ("SELECT * FROM duckdb_settings()", "reveals server settings"),
+    # the same host-revealing functions as views, schema-qualified, or in disguise
+    "pragma_database_list view": ("SELECT * FROM pragma_database_list", "view .* reveals"),
+    "duckdb_databases view": ("FROM duckdb_databases", "view duckdb_databases is not allowed"),
+    "qualified view": ("SELECT path FROM main.duckdb_databases", "reveals server file paths"),
+    "view in a subquery": (
+        "SELECT count(*) FROM (SELECT * FROM system.main.pragma_database_list)",
+        "reveals server file paths",
+    ),
+    "view in a cte": ("WITH d AS (FROM duckdb_databases) SELECT * FROM d", "reveals"),
+    "view upper case": ("SELECT * FROM DUCKDB_DATABASES", "reveals server file paths"),
+    "glob of the outputs": ("SELECT * FROM glob('pipeline_outputs/**')", "full paths"),
+    "glob readable": ("SELECT file FROM glob('{readable}/*')", "full paths"),
+    "duckdb_extensions": ("SELECT install_path FROM duckdb_extensions()", "file paths"),
+    "duckdb_temporary_files": ("SELECT * FROM duckdb_temporary_files()", "file paths"),
+    "duckdb_external_file_cache": ("FROM duckdb_external_file_cache()", "file paths"),
+    "duckdb_logs": ("SELECT * FROM duckdb_logs", "file paths"),
+    "duckdb_logs function": ("SELECT * FROM duckdb_logs()", "file paths"),
+    "enable_logging": ("SELECT * FROM enable_logging()", "changes the server's state"),
+    "duckdb_prepared_statements": ("FROM duckdb_prepared_statements()", "other statements"),
+    "read_text readable": ("SELECT filename FROM read_text('{readable}/ok.csv')", "file paths"),
+    "sniff_csv readable": ("SELECT Prompt FROM sniff_csv('{readable}/ok.csv')", "file paths"),
+    "parquet_metadata": ("FROM parquet_metadata('pipeline_outputs/*/*.parquet')", "file paths"),
+    "filename option": ("SELECT * FROM read_csv('{readable}/ok.csv', filename=true)", "filename"),
+    "filename option in a join": (
+        "SELECT * FROM airlines JOIN read_csv('{readable}/ok.csv', FILENAME=1) ON true",
+        "filename option",
+    ),
+    "setting in a where": (
+        "SELECT 1 WHERE current_setting('home_directory') LIKE '/%'",
+        "reveals server settings",
+    ),
     "query()": ("SELECT * FROM query('DELETE FROM planes')", "runs SQL from a string"),
     "json execute": (
         "SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT 1'))",
@@ -150,6 +181,37 @@ async def test_the_database_still_holds_every_row_after_the_attacks(setup):
         "query", {"sql": "SELECT (SELECT count(*) FROM planes), (SELECT count(*) FROM airlines)"}
     )
     assert result.structured_content["rows"] == [[3322, 16]]
+
+
+async def test_a_column_named_filename_is_still_queryable(setup):
+    client, _, readable, _ = setup
+    sql = f"SELECT x AS filename FROM read_csv('{readable}/ok.csv') WHERE x = 1"
+    result = await client.call_tool("query", {"sql": f"SELECT filename FROM ({sql})"})
+    assert result.structured_content["rows"] == [[1]]
+
+
+async def test_the_engine_shows_the_paths_the_gate_refuses_so_the_gate_must_hold(
+    data_dir, tmp_path
+):
+    """The gate is the layer that hides these: the engine itself answers them with host paths
+    (documented in docs/security.md), so each must stay refused above."""
+    import shutil
+
+    from servers.sample_data import SAMPLE_FILE
+    from servers.settings import GatewaySettings
+    from servers.sql.engine import Engine
+
+    database = tmp_path / "copy.duckdb"
+    shutil.copyfile(data_dir / SAMPLE_FILE, database)
+    settings = GatewaySettings.load(data_dir=tmp_path / "data", sql={"database": database})
+    engine = Engine.open(settings)
+    try:
+        rows = await engine.run(
+            lambda cursor: cursor.execute("SELECT path FROM duckdb_databases").fetchall()
+        )
+    finally:
+        engine.close()
+    assert [path for (path,) in rows if path] == [str(database)]
 
 
 async def test_files_inside_a_readable_directory_can_be_read(setup):

@@ -78,11 +78,41 @@ def collect(plan: ChartPlan, query: Query, page: Rows, settings: ChartSettings) 
                 else "the data passed the byte limit of one result. Select fewer columns."
             )
         )
+    _check_drawable(points)
     _note_series(points, extra.get("__series"), settings)
     _keep_data(points, page, index)
     if plan.kind == "bar":
         _limit_bars(points, settings)
     return points
+
+
+# Beyond these a chart's axis (its span and margins) overflows or leaves matplotlib's calendar.
+MAX_MAGNITUDE = 1e100
+FIRST_YEAR, LAST_YEAR = 1000, 9000
+
+
+def _check_drawable(points: Points) -> None:
+    """Refuse values no chart can draw (ChartError, saying which column and what to do)."""
+    plan = points.plan
+    named = [(plan.x.name, points.x)] if plan.x_kind == "number" else []
+    named += list(zip(plan.y_names, points.values, strict=False))
+    for name, values in named:
+        extreme = next((v for v in values if isinstance(v, float) and abs(v) > MAX_MAGNITUDE), None)
+        if extreme is not None:
+            raise ChartError(
+                f"Column {name!r} holds {extreme:g}, beyond what a chart can draw "
+                f"(±{MAX_MAGNITUDE:g}). Filter such values out (WHERE abs({name}) < "
+                f"{MAX_MAGNITUDE:g}) or scale them."
+            )
+    if plan.x_kind == "time":
+        late = next(
+            (t for t in points.x if t is not None and not FIRST_YEAR <= t.year <= LAST_YEAR), None
+        )
+        if late is not None:
+            raise ChartError(
+                f"Column {plan.x.name!r} holds {late.isoformat()}, outside the years a chart can "
+                f"draw ({FIRST_YEAR}-{LAST_YEAR}). Filter such times out with WHERE."
+            )
 
 
 def _histogram_points(
@@ -102,7 +132,10 @@ def _histogram_points(
     missing = extra.get("__missing") or 0
     points.notes.append(f"{points.source_rows:,} values in {plan.bins} bins.")
     if missing:
-        points.notes.append(f"{missing:,} null or non-finite values are left out.")
+        points.notes.append(
+            f"{missing:,} null or non-finite values are left out (beyond ±1e100 counts as "
+            "non-finite)."
+        )
     _note_series(points, extra.get("__series"), settings)
     _keep_data(points, page, index)
     return points

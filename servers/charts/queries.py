@@ -145,6 +145,9 @@ def _buckets_sql(plan: ChartPlan, source: str, settings: ChartSettings) -> str:
     )
 
 
+MAX_MAGNITUDE = 1e100  # beyond it a bin's width overflows; such values are left out, and said
+
+
 def _bins_sql(plan: ChartPlan, source: str, settings: ChartSettings) -> str:
     """Count the finite values of x in equal-width bins (per series), with the values left out."""
     n = plan.bins
@@ -152,7 +155,8 @@ def _bins_sql(plan: ChartPlan, source: str, settings: ChartSettings) -> str:
     value = "CAST(x AS DOUBLE)"
     return (
         f"{_points_cte(plan, source, settings)},\n"
-        f"valued AS NOT MATERIALIZED (SELECT CASE WHEN isfinite({value}) THEN {value} END AS v"
+        f"valued AS NOT MATERIALIZED (SELECT CASE WHEN isfinite({value}) AND abs({value}) <= "
+        f"{MAX_MAGNITUDE:g} THEN {value} END AS v"
         f"{series} FROM points),\n"
         "bounds AS (SELECT min(v) AS lo, max(v) AS hi, count(*) - count(v) AS missing "
         "FROM valued)\n"

@@ -26,6 +26,7 @@ from logging.handlers import RotatingFileHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import anyio
 from fastmcp.exceptions import FastMCPError, PromptError, ResourceError, ToolError
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from pydantic import BaseModel, SecretStr
@@ -36,7 +37,8 @@ from servers.settings import GatewaySettings
 SECRET_KEY = re.compile(r"pass|token|secret|authori[sz]ation|api[-_]?key|cookie|credential", re.I)
 REDACTED = "***"
 MIN_SECRET_CHARS = 6
-MAX_NAMES = 1000  # names counted apart; unknown names sent by clients cannot grow this further
+MAX_NAMES = 1000  # names counted apart (a backstop: made-up names all count as UNKNOWN)
+UNKNOWN = "(unknown)"
 errors_log = logging.getLogger("gateway.errors")
 
 
@@ -114,6 +116,7 @@ class CallRecord:
     outcome: str
     error_class: str | None = None
     correlation_id: str | None = None
+    known: bool = True  # False: no such tool, resource or prompt (a made-up name)
 
 
 class Audit:
@@ -145,7 +148,7 @@ class Audit:
     def record(self, record: CallRecord) -> None:
         self.recent.append(record)
         self.logger.info(json.dumps(asdict(record), ensure_ascii=True))
-        name = record.name
+        name = record.name if record.known else UNKNOWN
         if name not in self.counts and len(self.counts) >= MAX_NAMES:
             name = "(other)"
         counts = self.counts.setdefault(name, {"calls": 0, "errors": 0})
@@ -213,6 +216,26 @@ def one_line(text: str) -> str:
     return json.dumps(text, ensure_ascii=True)[1:-1]
 
 
+async def _exists(context: MiddlewareContext, kind: str, name: str) -> bool:
+    """Whether the gateway has a tool, resource (or template matching it) or prompt of that
+    name, whoever may use it; asked only after a failed call, so made-up names (which clients
+    can send without end) fold into one label in the counts and metrics."""
+    server = context.fastmcp_context.fastmcp if context.fastmcp_context else None
+    if server is None:
+        return True
+    try:
+        if kind == "tool":
+            return await server.get_tool(name) is not None
+        if kind == "prompt":
+            return await server.get_prompt(name) is not None
+        if await server.get_resource(name) is not None:
+            return True
+        templates = await server.list_resource_templates(run_middleware=False)
+        return any(t.matches(name) is not None for t in templates)
+    except Exception:  # not found, or a lookup that failed: a name the gateway does not have
+        return False
+
+
 class AuditMiddleware(Middleware):
     """Records every call, read and get, whatever its outcome (refusals included). An
     unexpected error reaches the client as a message with a correlation id; its details go only
@@ -224,7 +247,7 @@ class AuditMiddleware(Middleware):
     async def _audited(self, kind: str, name: str, arguments: Any, context, call_next):
         client, _ = client_scopes()
         started = time.perf_counter()
-        outcome, error_class, correlation = "ok", None, None
+        outcome, error_class, correlation, known = "ok", None, None, True
         try:
             result = await call_next(context)
             if getattr(result, "is_error", False):
@@ -250,6 +273,9 @@ class AuditMiddleware(Middleware):
                 "details are in the server log. Retry, or report the id to the operator."
             ) from None
         finally:
+            if outcome != "ok":
+                with anyio.CancelScope(shield=True):  # a cancelled call is recorded too
+                    known = await _exists(context, kind, name)
             self.audit.record(
                 CallRecord(
                     time=datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -263,6 +289,7 @@ class AuditMiddleware(Middleware):
                     outcome=outcome,
                     error_class=error_class,
                     correlation_id=correlation,
+                    known=known,
                 )
             )
 

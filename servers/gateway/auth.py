@@ -5,6 +5,13 @@ A tokens file holds one JSON object a line, ``{"client": "alice", "scopes": ["sq
 token --client alice --scopes sql,pipelines`` makes a token and prints its line. Every configured
 source is tried in turn and the first that accepts the token wins. stdio has no HTTP auth: a
 local process is trusted with every scope.
+
+Every accepted token names a principal by its source and subject, used as the client name for
+rate buckets, the audit log and run ownership: ``token:<client>`` (a static token),
+``jwt:<sub>`` (a JWT of its own subject) or ``oauth:<client_id>:<sub>`` (a JWT issued to an OAuth
+client for a user). A JWT whose ``sub`` is a tokens-file client's name is ``jwt:alice``, never
+``token:alice``. A JWT must carry ``exp``; ``nbf`` and ``iat`` in the future (beyond a small
+leeway) are refused.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import hashlib
 import ipaddress
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -84,7 +92,7 @@ class HashedTokenVerifier(TokenVerifier):
             return None
         return AccessToken(
             token=token,
-            client_id=entry.client,
+            client_id=f"token:{entry.client}",
             scopes=list(entry.scopes),
             expires_at=None,
             claims={"sub": entry.client},
@@ -110,11 +118,59 @@ class FirstAccepting(TokenVerifier):
         return None
 
 
+class ClaimCheckedJWT(JWTVerifier):
+    """fastmcp's JWT verification, plus: ``exp`` is required, ``nbf`` and ``iat`` may not be in
+    the future beyond ``leeway_s``, a subject is required, and the client name is the
+    principal (``jwt:<sub>`` or ``oauth:<client_id>:<sub>``)."""
+
+    def __init__(self, *, leeway_s: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.leeway_s = leeway_s
+
+    async def load_access_token(self, token: str) -> AccessToken | None:
+        accepted = await super().load_access_token(token)
+        if accepted is None:
+            return None
+        claims = accepted.claims or {}
+        principal = jwt_principal(claims, time.time(), self.leeway_s)
+        if principal is None:
+            return None
+        return accepted.model_copy(update={"client_id": principal})
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def jwt_principal(claims: dict, now: float, leeway_s: float) -> str | None:
+    """The principal a verified JWT's claims name, or None when its times or subject are bad."""
+    exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
+    if not _number(exp) or exp < now:
+        return None
+    for claim in (nbf, iat):
+        if claim is not None and (not _number(claim) or claim > now + leeway_s):
+            return None
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        return None
+    client = claims.get("client_id") or claims.get("azp")
+    if isinstance(client, str) and client and client != subject:
+        return f"oauth:{client}:{subject}"
+    return f"jwt:{subject}"
+
+
 def static_entries(settings: AuthSettings) -> dict[str, TokenEntry]:
-    """Tokens from the tokens file and the environment token, by digest."""
+    """Tokens from the tokens file and the environment token, by digest. ValueError when the
+    environment token is shorter than ``min_token_chars`` (guessable, and too short to redact)."""
     entries = read_tokens_file(settings.tokens_file) if settings.tokens_file else {}
     if settings.token is not None:
         secret = settings.token.get_secret_value()
+        if len(secret) < settings.min_token_chars:
+            raise ValueError(
+                f"GATEWAY_AUTH__TOKEN is {len(secret)} characters long; at least "
+                f"{settings.min_token_chars} are required (GATEWAY_AUTH__MIN_TOKEN_CHARS). Make "
+                "one with `uv run gateway.py token --client NAME`."
+            )
         entries[token_digest(secret)] = TokenEntry(
             settings.token_client, tuple(settings.token_scopes)
         )
@@ -126,7 +182,8 @@ def build_verifiers(settings: AuthSettings) -> list[TokenVerifier]:
     verifiers: list[TokenVerifier] = [HashedTokenVerifier(static_entries(settings))]
     if settings.jwt_public_key or settings.jwt_jwks_url:
         verifiers.append(
-            JWTVerifier(
+            ClaimCheckedJWT(
+                leeway_s=settings.jwt_leeway_s,
                 public_key=settings.jwt_public_key,
                 jwks_uri=settings.jwt_jwks_url,
                 issuer=settings.jwt_issuer,

@@ -17,7 +17,7 @@ from prometheus_client.exposition import generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from servers.gateway.audit import Audit, CallRecord
+from servers.gateway.audit import UNKNOWN, Audit, CallRecord
 from servers.gateway.policy import granted
 from servers.health import Health
 
@@ -70,6 +70,8 @@ class Metrics:
     def _label(self, record: CallRecord) -> str:
         # Resources by scheme and namespace, so template instances do not grow the label set;
         # and a bounded set of names, so unknown names sent by clients cannot either.
+        if not record.known:  # made-up names: one label, never crowding out real ones
+            return UNKNOWN
         name = record.name
         if record.kind == "resource":
             parts = urlsplit(name)

@@ -50,6 +50,7 @@ from servers.pipelines.registry import (
     mermaid,
     shape_output,
 )
+from servers.pipelines.run_owners import RunOwners
 from servers.pipelines.worker import Job, PipelinePlan, RunFailed, WorkerSpec
 from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
@@ -246,9 +247,25 @@ class PipelinesControl:
     """What the admin server reads and clears in a running pipelines server: the runs in
     progress (status) and the Hamilton caches under ``data_dir/pipeline_cache`` (clear_caches)."""
 
-    def __init__(self, runner: Runner, cache_root: Path) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        cache_root: Path,
+        tasks: TasksExtension | None = None,
+        owners: RunOwners | None = None,
+    ) -> None:
         self.runner = runner
         self.cache_root = cache_root
+        self.tasks = tasks
+        self.owners = owners or RunOwners()
+
+    async def cancel_any(self, run_id: str) -> dict[str, Any]:
+        """Cancel a background run whoever started it (for admin_cancel_run); its status."""
+        if self.tasks is None:
+            raise ToolError("Background runs are not available on this server.")
+        with self.owners.acting_as_owner(run_id):
+            await _task(self.tasks, run_id, tasks_cancel)
+            return _run_status(await _task(self.tasks, run_id, tasks_get))
 
     def runs(self) -> list[dict[str, Any]]:
         return self.runner.active_runs()
@@ -299,6 +316,7 @@ def build_server(
     )
     database = engine.database if engine else _database(settings)
     runner = Runner(settings, database, loaded)
+    owners = RunOwners()  # who started each background run (admin_cancel_run acts as them)
     mcp = Server(
         "pipelines",
         instructions=(
@@ -367,6 +385,7 @@ def build_server(
         tool = await _run_pipeline_task(root, run_pipeline)
         arguments = {"name": name, "inputs": inputs, "outputs": outputs}
         created = await create_task(tool, arguments, Context(fastmcp=root))
+        owners.started(created.task_id)
         return {"run_id": created.task_id, "status": created.status}
 
     @mcp.tool(annotations=READ_ONLY)
@@ -413,7 +432,7 @@ def build_server(
         """The DAG of a pipeline as Mermaid flowchart text."""
         return mermaid(runner.get(name))
 
-    return mcp, PipelinesControl(runner, settings.data_dir / "pipeline_cache")
+    return mcp, PipelinesControl(runner, settings.data_dir / "pipeline_cache", tasks, owners)
 
 
 def _database(settings: GatewaySettings) -> Path:

@@ -14,7 +14,9 @@ ACCEPTED = "SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE and EXPLAIN"
 
 _WRITE_NODES = ("INSERT", "UPDATE", "DELETE", "MERGE")
 
-# Functions that reveal the host (paths, settings) or run SQL from a string past this gate.
+# Functions that reveal the host (paths, settings), change the server's state, or run SQL from a
+# string past this gate. The same names used as tables (the views DuckDB defines over some of
+# them, e.g. `FROM pragma_database_list`, `FROM duckdb_databases`) are refused alike.
 _REFUSED_FUNCTIONS = {
     "current_setting": "it reveals server settings",
     "duckdb_settings": "it reveals server settings",
@@ -22,16 +24,56 @@ _REFUSED_FUNCTIONS = {
     "pragma_database_list": "it reveals server file paths",
     "duckdb_temporary_files": "it reveals server file paths",
     "duckdb_extensions": "it reveals server file paths",
+    "duckdb_external_file_cache": "it reveals server file paths",
+    "duckdb_logs": "it reveals server activity and file paths",
+    "duckdb_log_contexts": "it reveals server activity",
+    "duckdb_extension_repositories": "it reveals server configuration",
+    "duckdb_prepared_statements": "it reveals other statements",
+    "glob": "it lists server files with their full paths; read the files directly",
+    **{
+        name: "it reveals server file paths; read the data with read_csv, read_parquet or "
+        "read_json (without filename=true)"
+        for name in (
+            "read_text",
+            "read_blob",
+            "sniff_csv",
+            "parquet_metadata",
+            "parquet_file_metadata",
+            "parquet_kv_metadata",
+            "parquet_full_metadata",
+            "parquet_schema",
+            "parquet_bloom_probe",
+        )
+    },  # fmt: skip
     "duckdb_secrets": "secrets are not available",
     "which_secret": "secrets are not available",
     "query": "it runs SQL from a string; write the SQL directly",
     "query_table": "it reads tables named by a string; name the table directly",
     "json_execute_serialized_sql": "it runs SQL from a string; write the SQL directly",
+    **{
+        name: "it changes the server's state"
+        for name in (
+            "enable_logging",
+            "disable_logging",
+            "truncate_duckdb_logs",
+            "enable_profiling",
+            "disable_profiling",
+            "checkpoint",
+            "force_checkpoint",
+            "create_external_resource",
+            "register_external_resource",
+            "register_external_resource_type",
+            "deregister_external_resource",
+            "destroy_external_resource",
+        )
+    },  # fmt: skip
 }
 
 # The tree walk costs a parse; skip it when no word it looks for appears in the text at all.
 _SUSPECT = re.compile(
-    r"\b(" + "|".join(["insert", "update", "delete", "merge", *_REFUSED_FUNCTIONS]) + r")\b|u&",
+    r"\b("
+    + "|".join(["insert", "update", "delete", "merge", "filename", *_REFUSED_FUNCTIONS])
+    + r")\b|u&",
     re.IGNORECASE,
 )
 
@@ -96,6 +138,29 @@ def _check_tree(con: duckdb.DuckDBPyConnection, sql: str) -> None:
             reason = _REFUSED_FUNCTIONS.get(value.lower())
             if reason:
                 raise RefusedStatement(f"The function {value}() is not allowed: {reason}.")
+        elif isinstance(value, dict):
+            for option in _table_function_options(value):
+                if option == "filename":
+                    raise RefusedStatement(
+                        "The filename option is not allowed: it reveals server file paths. "
+                        "Leave it out (the rows are the same)."
+                    )
+        elif key == "table_name" and isinstance(value, str):
+            reason = _REFUSED_FUNCTIONS.get(value.lower())
+            if reason:
+                raise RefusedStatement(f"The view {value} is not allowed: {reason}.")
+
+
+def _table_function_options(node: object) -> Iterator[str]:
+    """Named options of a table function in a FROM clause (``read_csv(..., filename=true)``
+    parses as an argument comparing a column reference to the value)."""
+    if not isinstance(node, dict) or node.get("type") != "TABLE_FUNCTION":
+        return
+    for argument in (node.get("function") or {}).get("arguments") or []:
+        expression = argument.get("expression") if isinstance(argument, dict) else None
+        left = (expression or {}).get("left") if isinstance(expression, dict) else None
+        if isinstance(left, dict) and left.get("class") == "COLUMN_REF":
+            yield ".".join(str(n).lower() for n in left.get("column_names", []))
 
 
 def _walk(tree: object) -> Iterator[tuple[str, object]]:
