@@ -14,4 +14,7 @@ def uvicorn_options(settings: GatewaySettings) -> dict[str, Any]:
         "timeout_graceful_shutdown": 5,
         "log_level": "info",
         "access_log": settings.access_log,
+        # Only used by the --workers supervisor (uvicorn's default, 5 s, kills a worker still
+        # starting on a loaded machine).
+        "timeout_worker_healthcheck": settings.worker_healthcheck_timeout_s,
     }
