@@ -104,6 +104,10 @@ class Runner:
             raise ToolError(f"Pipelines are still being validated after {timeout:g} s.")
 
     def get(self, name: str) -> LoadedPipeline:
+        if self.validation and not self.validation.done.is_set():
+            # Only the sync tools (describe, dag: run in threads) get here before validation
+            # answered; the async ones await validated() first. Waiting keeps Hamilton out.
+            self.validation.wait(self.settings.pipelines.run_timeout_s)
         if self.validation and name in self.validation.problems:
             raise ToolError(f"Pipeline {name!r} is withdrawn: {self.validation.problems[name]}")
         if name not in self.loaded:
