@@ -18,11 +18,15 @@ read-only DuckDB cursor. Nothing here knows about MCP.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import ctypes
 import dataclasses
 import importlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -401,24 +405,46 @@ def validate_in_subprocess(
 ) -> dict[str, Any]:
     """Each pipeline's description, or its problem as a string, from a fresh interpreter
     (``python -m servers.pipelines.registry``) that builds and validates every one; the
-    serving process imports neither Hamilton nor pandas for it. PipelineError if the
-    subprocess itself fails."""
+    serving process imports neither Hamilton nor pandas for it. The subprocess never outlives
+    this process. PipelineError if the subprocess itself fails."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "servers.pipelines.registry", str(nice)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": _python_path()},
+        preexec_fn=_die_with_parent,
+    )
+    _validators.add(process)
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "servers.pipelines.registry", str(nice)],
-            input=json.dumps(dict(plans)),
-            capture_output=True,
-            text=True,
-            cwd=PROJECT_ROOT,
-            timeout=timeout_s,
-            env={**os.environ, "PYTHONPATH": _python_path()},
-        )
+        out, err = process.communicate(json.dumps(dict(plans)), timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
         raise PipelineError(f"pipeline validation did not finish within {timeout_s:g} s") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise PipelineError(f"pipeline validation failed (exit {done.returncode}): {last}")
-    return json.loads(done.stdout)
+    finally:
+        _validators.discard(process)
+    if process.returncode != 0:
+        last = (err.strip().splitlines() or ["no output"])[-1]
+        raise PipelineError(f"pipeline validation failed (exit {process.returncode}): {last}")
+    return json.loads(out)
+
+
+_validators: set[subprocess.Popen] = set()
+
+
+@atexit.register
+def _stop_validators() -> None:
+    for process in list(_validators):
+        process.kill()
+
+
+def _die_with_parent() -> None:
+    # Linux: the validator is killed when the process that started it dies, however it dies.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _python_path() -> str:

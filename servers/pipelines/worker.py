@@ -223,4 +223,9 @@ def main(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
+    # A worker runs pipelines: it loads Hamilton and pandas at once, at full priority, before
+    # main() lowers it (the gateway, which imports this module for Job and WorkerSpec, never).
+    import hamilton.driver  # noqa: F401
+    import pandas  # noqa: F401
+
     main(Connection(int(sys.argv[1])))
