@@ -14,10 +14,10 @@ alone, and import plus `create_gateway` (the whole composition, before serving),
 `import fastmcp`, each in a fresh interpreter. *Memory*: resident memory (VmRSS) of the
 gateway process started over stdio, idle after its first complete listing, and again after one
 `SELECT` through its query tool, against MotherDuck's `mcp-server-motherduck` and
-`mcp-server-duckdb` serving the same DuckDB file (installed from PyPI into a venv of their own,
-data/bench-peers, made on first use; they bundle an older DuckDB, so the file is a copy of the
-sample database in DuckDB's v1.4 storage format, served by all three). Prints a JSON report
-(about 4 minutes; --quick: about 2).
+`mcp-server-duckdb` serving the same DuckDB file (each installed from PyPI into a venv of its
+own, data/bench-peers/<name>, made on first use; they bundle an older DuckDB, so the file is a
+copy of the sample database in DuckDB's v1.4 storage format, served by all three). Prints a JSON
+report (about 4 minutes; --quick: about 2).
 """
 
 import argparse
@@ -38,7 +38,7 @@ from fastmcp.client.transports import StdioTransport
 from bench.common import ROOT, free_port, ignore_log, machine, rss_mb
 
 PEERS_VENV = ROOT / "data" / "bench-peers"
-PEERS = ("mcp-server-motherduck", "mcp-server-duckdb")
+PEERS = {"mcp-server-motherduck": [], "mcp-server-duckdb": ["mcp<2"]}  # with constraints
 GATEWAY_NAMESPACES = {"sql", "pipelines", "admin", "demo"}
 BUDGET_S = 180.0  # longest any one start may take before the run is reported as failed
 
@@ -232,13 +232,18 @@ def import_rounds(rounds: int, env: dict) -> dict:
 # -- memory -----------------------------------------------------------------------------------
 
 
-def peers_venv() -> Path:
-    """The peers' own venv (never the project's .venv), made on first use."""
-    python = PEERS_VENV / "bin" / "python"
+def peer_command(package: str) -> str:
+    """A peer's command from its own venv under data/bench-peers (never the project's .venv),
+    made on first use. mcp-server-duckdb 1.1.0 needs the mcp SDK before 2.0."""
+    venv = PEERS_VENV / package
+    python = venv / "bin" / "python"
     if not python.exists():
-        subprocess.run(["uv", "venv", "-q", str(PEERS_VENV)], check=True)
-        subprocess.run(["uv", "pip", "install", "-q", "--python", str(python), *PEERS], check=True)
-    return PEERS_VENV
+        subprocess.run(["uv", "venv", "-q", str(venv)], check=True)
+        subprocess.run(
+            ["uv", "pip", "install", "-q", "--python", str(python), package, *PEERS[package]],
+            check=True,
+        )
+    return str(venv / "bin" / package)
 
 
 def compatible_copy(database: Path, target: Path) -> Path:
@@ -321,17 +326,16 @@ async def run_select(client: Client, tools) -> None:
 
 
 async def memory_rounds(rounds: int, env: dict, database: Path) -> dict:
-    venv = peers_venv()
     servers = {
         "gateway": (sys.executable, gateway_args(), "gateway.py", GATEWAY_NAMESPACES),
         "mcp-server-motherduck": (
-            str(venv / "bin" / "mcp-server-motherduck"),
+            peer_command("mcp-server-motherduck"),
             ["--db-path", str(database)],
             "mcp-server-motherduck",
             set(),
         ),
         "mcp-server-duckdb": (
-            str(venv / "bin" / "mcp-server-duckdb"),
+            peer_command("mcp-server-duckdb"),
             ["--db-path", str(database), "--readonly"],
             "mcp-server-duckdb",
             set(),

@@ -109,7 +109,10 @@ class Runner:
             # answered; the async ones await validated() first. Waiting keeps Hamilton out.
             self.validation.wait(self.settings.pipelines.run_timeout_s)
         if self.validation and name in self.validation.problems:
-            raise ToolError(f"Pipeline {name!r} is withdrawn: {self.validation.problems[name]}")
+            raise ToolError(
+                f"Pipeline {name!r} is withdrawn: {self.validation.problems[name]}. Use "
+                "another pipeline (list_pipelines); an operator must fix it and restart."
+            )
         if name not in self.loaded:
             raise ToolError(
                 f"There is no pipeline named {name!r}. Available: {', '.join(self.loaded)}."
