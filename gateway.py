@@ -6,40 +6,29 @@ backend of the mcpServers config, each under its own namespace.
     uv run gateway.py --transport stdio        # for desktop clients that start it themselves
 """
 
+from __future__ import annotations
+
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import uvicorn
-from fastmcp import FastMCP
 from pydantic import ValidationError
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 
-from pipelines import Pipeline
-from servers.admin import server as admin
-from servers.admin.controls import BackendsPart, Runtime, install_admin_controls
-from servers.backends.provider import install_backends
-from servers.gateway.audit import Audit, AuditMiddleware
-from servers.gateway.auth import build_auth, insecure_bind_refusal, new_token
-from servers.gateway.clients import clients_command
-from servers.gateway.guard import HttpGuard
-from servers.gateway.http import configure, uvicorn_options
-from servers.gateway.limits import BodyLimit, ClientLimits
-from servers.gateway.metrics import install_metrics
-from servers.gateway.owners import ResultOwners, ResultOwnership
-from servers.gateway.policy import ScopePolicy, Scopes
-from servers.gateway.tool_schemas import ToolSchemas
-from servers.gateway.tool_search import CALL_TOOL, SEARCH_TOOL, ToolSearch
-from servers.health import Health
-from servers.lookup import Server
-from servers.pipelines import server as pipelines
-from servers.pipelines.registry import PipelineError
 from servers.settings import GatewaySettings
-from servers.sql import server as sql
-from servers.sql.engine import Engine
+
+# Everything that serves is imported when a gateway is built (create_gateway, create_app), so
+# `--help`, `token`, `clients` and `check` start in well under a second; heavy libraries
+# (Hamilton, pandas, pyarrow, matplotlib) load later still, where first used.
+if TYPE_CHECKING:
+    from fastmcp import FastMCP
+    from starlette.applications import Starlette
+
+    from pipelines import Pipeline
+    from servers.gateway.startup import StartupFacts
 
 INSTRUCTIONS = """\
 A data gateway. Namespaces: sql_* (read-only SQL over a DuckDB database; start with \
@@ -57,11 +46,41 @@ def create_gateway(
     ``reload_settings`` reads the settings again for admin_reload (default: the same settings,
     with the files they name read again); ``served_pipelines`` replaces the pipeline registry
     (tests)."""
+    return compose(settings, reload_settings, served_pipelines)[0]
+
+
+def compose(
+    settings: GatewaySettings,
+    reload_settings: Callable[[], GatewaySettings] | None = None,
+    served_pipelines: Mapping[str, Pipeline] | None = None,
+) -> tuple[FastMCP, StartupFacts]:
+    """create_gateway, and what the start-up banner reports about it."""
+    from servers.admin import server as admin
+    from servers.admin.controls import BackendsPart, Runtime, install_admin_controls
+    from servers.backends.provider import install_backends
+    from servers.gateway.audit import Audit, AuditMiddleware
+    from servers.gateway.auth import build_auth
+    from servers.gateway.check import table_count
+    from servers.gateway.limits import ClientLimits
+    from servers.gateway.metrics import install_metrics
+    from servers.gateway.owners import ResultOwners, ResultOwnership
+    from servers.gateway.policy import ScopePolicy, Scopes
+    from servers.gateway.startup import StartupFacts, home_page, project_identity, tool_count
+    from servers.gateway.tool_schemas import ToolSchemas
+    from servers.gateway.tool_search import CALL_TOOL, SEARCH_TOOL, ToolSearch
+    from servers.health import Health
+    from servers.lookup import Server
+    from servers.pipelines import server as pipelines
+    from servers.sql import server as sql
+    from servers.sql.engine import Engine
+
     engine = Engine.open(settings)
     health = Health(timeout_s=settings.ready_timeout_s)
     auth = build_auth(settings.auth)
+    name, version = project_identity()
     gateway = Server(
-        "gateway",
+        name,
+        version=version,
         instructions=INSTRUCTIONS,  # names no backend: not every client may see every one
         mask_error_details=True,
         auth=auth.provider if auth else None,
@@ -101,13 +120,40 @@ def create_gateway(
     # SEP-2243 header checks from cached schemas: no tools/list of every backend per call.
     ToolSchemas(remote.schema_for).install(gateway)
     gateway.add_transform(ToolSearch(settings.tool_search))
-    return gateway
+
+    @gateway.custom_route("/", methods=["GET"])
+    async def home(request):  # what a person with a browser sees: no auth, no secrets
+        from starlette.responses import HTMLResponse
+
+        return HTMLResponse(home_page(settings))
+
+    facts = StartupFacts(
+        database=engine.database.name,
+        tables=table_count(engine.connection),
+        tools={
+            "sql": tool_count(sql_server),
+            "pipelines": tool_count(pipelines_server),
+            "admin": tool_count(admin_server),
+        },
+        backends={
+            name: "starting" if config.enabled else "disabled"
+            for name, config in settings.backends.items()
+        },
+    )
+    return gateway, facts
 
 
 def create_app(settings: GatewaySettings, gateway: FastMCP | None = None) -> Starlette:
     """The gateway as an ASGI app: Streamable HTTP at /mcp, /health, /ready, Host checking.
     With more than one worker process it serves stateless HTTP: no session lives in a process,
     so any worker answers any request of either protocol era."""
+    from starlette.middleware import Middleware
+
+    from servers.gateway.guard import HttpGuard
+    from servers.gateway.http import configure
+    from servers.gateway.limits import BodyLimit
+    from servers.gateway.owners import ResultOwners
+
     gateway = gateway or create_gateway(settings)
     configure(settings.limits)  # this process's connection limits (each worker's too)
     app = gateway.http_app(
@@ -135,6 +181,10 @@ def app_from_environment() -> Starlette:
 
 def serve_workers(settings: GatewaySettings, config_file: Path | None) -> None:
     """Serve with settings.workers uvicorn processes, each building its own gateway."""
+    import uvicorn
+
+    from servers.gateway.http import uvicorn_options
+
     os.environ["GATEWAY_WORKERS"] = str(settings.workers)
     os.environ["GATEWAY_HOST"], os.environ["GATEWAY_PORT"] = settings.host, str(settings.port)
     if config_file is not None:
@@ -149,6 +199,8 @@ def serve_workers(settings: GatewaySettings, config_file: Path | None) -> None:
 
 def token_command(argv: list[str]) -> int:
     """`gateway.py token --client NAME --scopes a,b`: a new token and its tokens-file line."""
+    from servers.gateway.auth import new_token
+
     parser = argparse.ArgumentParser(prog="gateway.py token", description=token_command.__doc__)
     parser.add_argument("--client", required=True, help="client name shown in the audit log")
     parser.add_argument("--scopes", default="*", help="comma-separated: sql,pipelines,admin,...")
@@ -161,13 +213,64 @@ def token_command(argv: list[str]) -> int:
     return 0
 
 
+SUBCOMMANDS = """\
+subcommands:
+  token     make a bearer token and its tokens-file line (gateway.py token --help)
+  clients   print ready-to-paste setup for Claude Desktop/Code, Cursor, ChatGPT
+  check     validate settings, database, pipelines and every backend; print the
+            effective settings (secrets masked); exit 1 with one line per problem
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["token"]:
         return token_command(argv[1:])
     if argv[:1] == ["clients"]:
+        from servers.gateway.clients import clients_command
+
         return clients_command(argv[1:])
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if argv[:1] == ["check"]:
+        from servers.gateway.check import check_command
+
+        return check_command(argv[1:])
+    args = parse_serve_arguments(argv)
+    overrides = {
+        k: v
+        for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers))
+        if v is not None
+    }
+    try:
+        settings = GatewaySettings.load(args.config, **overrides)
+        refuse_to_start(settings, args)
+        gateway, facts = compose(settings, lambda: GatewaySettings.load(args.config, **overrides))
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback, for any start failure
+        print(f"gateway: cannot start: {start_failure(exc)}", file=sys.stderr)
+        return 2
+    from servers.gateway.startup import print_banner
+
+    print_banner(settings, facts, args.transport)
+    if args.transport == "stdio":
+        gateway.run(transport="stdio", show_banner=False)
+    elif settings.workers > 1:
+        # The gateway built above checked the settings and built the sample database once;
+        # every worker process builds its own.
+        serve_workers(settings, args.config)
+    else:
+        import uvicorn
+
+        from servers.gateway.http import uvicorn_options
+
+        uvicorn.run(create_app(settings, gateway), **uvicorn_options(settings))
+    return 0
+
+
+def parse_serve_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=SUBCOMMANDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", type=Path, help="JSON file with settings and mcpServers")
     parser.add_argument("--transport", choices=["http", "stdio"], default="http")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -180,32 +283,47 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="allow a non-loopback address without auth (a proxy in front authenticates)",
     )
-    args = parser.parse_args(argv)
-    overrides = {
-        k: v
-        for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers))
-        if v is not None
-    }
-    try:
-        settings = GatewaySettings.load(args.config, **overrides)
-        refusal = args.transport == "http" and insecure_bind_refusal(
-            settings.host, settings.auth.configured, args.insecure
+    return parser.parse_args(argv)
+
+
+def refuse_to_start(settings: GatewaySettings, args: argparse.Namespace) -> None:
+    """ValueError when the gateway must not start: a non-loopback address without auth, or
+    (HTTP) a port another process listens on, found before anything is built."""
+    if args.transport != "http":
+        return
+    from servers.gateway.auth import insecure_bind_refusal
+
+    refusal = insecure_bind_refusal(settings.host, settings.auth.configured, args.insecure)
+    if refusal:
+        raise ValueError(refusal)
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as exc:
+            raise ValueError(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror} "
+                "(another process uses the port? choose one with --port)"
+            ) from None
+
+
+def start_failure(exc: Exception) -> str:
+    """The one line that says why the gateway did not start."""
+    import duckdb
+
+    from servers.gateway.check import database_error
+    from servers.pipelines.registry import PipelineError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
         )
-        if refusal:
-            raise ValueError(refusal)
-        gateway = create_gateway(settings, lambda: GatewaySettings.load(args.config, **overrides))
-    except (ValueError, ValidationError, PipelineError, FileNotFoundError) as exc:
-        print(f"gateway: cannot start: {exc}", file=sys.stderr)
-        return 2
-    if args.transport == "stdio":
-        gateway.run(transport="stdio", show_banner=False)
-    elif settings.workers > 1:
-        # The gateway built above checked the settings and built the sample database once;
-        # every worker process builds its own.
-        serve_workers(settings, args.config)
-    else:
-        uvicorn.run(create_app(settings, gateway), **uvicorn_options(settings))
-    return 0
+    if isinstance(exc, duckdb.Error):
+        return database_error(exc)
+    if isinstance(exc, (ValueError, PipelineError, OSError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ MODULES = (
     "bench_results",
     "bench_throughput",
     "bench_tpch",
+    "bench_startup",
 )
 
 
@@ -87,6 +88,12 @@ def headline(name: str, report: dict) -> str:
             f"+{row['median']['rss_growth_mb']} MB"
             for size, row in report.items()
             if isinstance(row, dict) and "median" in row
+        )
+    if name == "bench_startup":
+        return (
+            f"stdio complete list x{report['stdio']['ratio_complete_list']}, "
+            f"HTTP ready x{report['http']['ratio_ready']}, "
+            f"idle RSS x{report['memory']['ratio_idle_vs_motherduck']} motherduck's"
         )
     return ""
 

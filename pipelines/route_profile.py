@@ -25,10 +25,13 @@ import re
 from typing import Literal
 
 import duckdb
-import pandas as pd
 from pydantic import BaseModel, Field
 
 from pipelines.summary import plain_number as _clean
+from servers.lazy import lazy_module
+
+# Loaded when a node first runs (in a run worker), not when the gateway reads `Inputs`.
+pd = lazy_module("pandas")
 
 Origin = Literal["EWR", "JFK", "LGA"]
 

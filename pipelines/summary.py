@@ -1,6 +1,8 @@
 """Helpers shared by the pipelines' summary nodes (not a pipeline: not in the registry)."""
 
-import pandas as pd
+from servers.lazy import lazy_module
+
+pd = lazy_module("pandas")  # loaded when a summary node first runs
 
 
 def plain_number(value: object, digits: int) -> float | None:

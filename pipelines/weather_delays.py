@@ -28,11 +28,14 @@ from __future__ import annotations
 from typing import Literal
 
 import duckdb
-import numpy as np
-import pandas as pd
 from pydantic import BaseModel, Field
 
 from pipelines.summary import plain_number as _clean
+from servers.lazy import lazy_module
+
+# Loaded when a node first runs (in a run worker), not when the gateway reads `Inputs`.
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 Origin = Literal["EWR", "JFK", "LGA"]
 WeatherVariable = Literal[

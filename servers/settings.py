@@ -448,6 +448,13 @@ class GatewaySettings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    worker_healthcheck_timeout_s: int = Field(
+        120,
+        ge=1,
+        description="With several workers, how long uvicorn waits for a worker process to "
+        "answer its health check before killing and restarting it; generous, so a worker "
+        "slowed by a busy machine while it starts is not killed.",
+    )
 
     @field_validator("backends")
     @classmethod

@@ -13,7 +13,7 @@ import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import mcp_types
@@ -29,9 +29,11 @@ from servers.backends.circuit import CircuitBreaker
 from servers.backends.components import ParamHeaders
 from servers.backends.errors import BackendUnavailable, backend_answer, describe_failure
 from servers.backends.links import HttpLink, ListKind, StdioLink
-from servers.backends.openapi import RestLink
 from servers.backends.relay import CallerRelay
 from servers.settings import BackendConfig
+
+if TYPE_CHECKING:
+    from servers.backends.openapi import RestLink
 
 logger = logging.getLogger("gateway.backends")
 
@@ -63,6 +65,9 @@ class Backend:
         self.name = name
         self.config = config
         self.breaker = CircuitBreaker(config.circuit_failures, config.circuit_reset_s)
+        # fastmcp's OpenAPI machinery (about 0.5 s to import) loads only for a REST backend.
+        from servers.backends.openapi import RestLink
+
         link_type = HttpLink if config.url else StdioLink if config.command else RestLink
         self.link: HttpLink | StdioLink | RestLink = link_type(config, self._list_changed)
         self.catalog: Catalog | None = None

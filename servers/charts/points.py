@@ -14,12 +14,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import duckdb
-import pyarrow as pa
 
 from servers.charts.plan import ChartError, ChartPlan, ChartRequest, ColumnKind, classify, resolve
 from servers.charts.queries import Query, first_query, follow_up, value_count
+from servers.lazy import lazy_module
 from servers.results import Column, Rows, cap_rows, relation_columns
 from servers.settings import ChartSettings
+
+pa = lazy_module("pyarrow")  # loads with the first chart
 
 
 @dataclass

@@ -11,20 +11,23 @@ import datetime as dt
 import io
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-from matplotlib import dates as mdates
-from matplotlib import ticker
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from pydantic import BaseModel, Field
 
 from servers.charts.plan import Kind
 from servers.charts.points import Points
+from servers.lazy import lazy_module
 from servers.results import Column
 from servers.settings import ChartSettings
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+# matplotlib loads with the first chart, not with the server.
+mdates = lazy_module("matplotlib.dates")
+ticker = lazy_module("matplotlib.ticker")
 
 _DPI = 100
 _LABEL_CHARS = 24
@@ -113,6 +116,9 @@ def render_chart(points: Points, settings: ChartSettings) -> Chart:
 
 def render_png(points: Points, title: str, settings: ChartSettings) -> bytes:
     """The chart as PNG bytes, ``width_px`` by ``height_px``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     plan = points.plan
     figure = Figure(
         figsize=(settings.width_px / _DPI, settings.height_px / _DPI),

@@ -10,27 +10,33 @@ ordinary content, for clients that do not render apps.
 from __future__ import annotations
 
 import base64
+from typing import TYPE_CHECKING
 
 from mcp.types import ImageContent, TextContent
-from prefab_ui.app import PrefabApp
-from prefab_ui.components import (
-    Column,
-    DataTable,
-    DataTableColumn,
-    Grid,
-    Heading,
-    Image,
-    Muted,
-)
 
 from servers.charts.render import Chart
 from servers.results import Rows
+
+if TYPE_CHECKING:
+    from prefab_ui.app import PrefabApp
 
 _PAGE_SIZE = 15
 
 
 def result_view(table: Rows, chart: Chart) -> PrefabApp:
     """A Prefab app: title, description, then the table and the chart side by side."""
+    # Prefab UI loads with the first view, not with the server (about 0.3 s of start-up).
+    from prefab_ui.app import PrefabApp
+    from prefab_ui.components import (
+        Column,
+        DataTable,
+        DataTableColumn,
+        Grid,
+        Heading,
+        Image,
+        Muted,
+    )
+
     keys = [f"c{i}" for i in range(len(table.columns))]  # column names may hold dots or spaces
     grid = DataTable(
         columns=[

@@ -117,4 +117,7 @@ def uvicorn_options(settings: GatewaySettings) -> dict[str, Any]:
         "h11_max_incomplete_event_size": settings.limits.max_header_bytes + H11_SLACK_BYTES,
         "timeout_keep_alive": settings.limits.keep_alive_s,
         "limit_concurrency": settings.limits.max_connections,
+        # Only used by the --workers supervisor (uvicorn's default, 5 s, kills a worker still
+        # starting on a loaded machine).
+        "timeout_worker_healthcheck": settings.worker_healthcheck_timeout_s,
     }

@@ -19,11 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from hamilton import base, driver, htypes, lifecycle
+from hamilton import htypes, lifecycle
 from hamilton.lifecycle.base import BaseDoValidateInput
 
+from servers.lazy import lazy_module
 from servers.settings import PipelineSettings, SqlSettings
 from servers.sql.engine import open_connection
+
+# hamilton.driver and hamilton.base import pandas (and, by Hamilton's extension autoloading,
+# dask.dataframe): they load in the run worker that builds a driver, not in the gateway.
+base = lazy_module("hamilton.base")
+driver = lazy_module("hamilton.driver")
 
 _connections: dict[Path, duckdb.DuckDBPyConnection] = {}
 _connections_lock = threading.Lock()

@@ -1,6 +1,15 @@
-"""Pure functions over the pipeline registry: build and validate each Hamilton dataflow at start-up
-(with the settings' per-pipeline overrides), publish its input schema, describe it, check a
-caller's inputs and outputs, and shape its results. Runs happen in servers/pipelines/worker.py.
+"""Pure functions over the pipeline registry: declare each Hamilton dataflow at start-up (with
+the settings' per-pipeline overrides), build and validate it, publish its input schema, describe
+it, check a caller's inputs and outputs, and shape its results. Runs happen in
+servers/pipelines/worker.py.
+
+Hamilton and pandas stay out of the serving process: at start-up ``declare_registry`` checks
+what needs neither (engines, overrides, the ``Inputs`` models, outputs named), and
+``validate_in_background`` builds and validates every pipeline in a niced subprocess
+(``python -m servers.pipelines.registry``) while the server already serves. A pipeline that
+fails there is withdrawn (its calls refused with the reason, logged at ERROR) before any of its
+runs starts. ``load_registry`` does everything in-process, as that subprocess and
+``gateway.py check`` do.
 
 A pipeline module is plain typed functions (Hamilton style) plus an ``Inputs`` pydantic model
 naming its user inputs; the data comes through the injected external input ``db``, a hardened
@@ -9,19 +18,36 @@ read-only DuckDB cursor. Nothing here knows about MCP.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import ctypes
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from types import ModuleType
 from typing import Annotated, Any
 
 import duckdb
-import pandas as pd
-from hamilton import driver
 from pydantic import BaseModel, Field, ValidationError
 
 from pipelines import ENGINES, Pipeline
+from servers.lazy import lazy_module
 from servers.results import Column, Rows, cap_rows, json_value
-from servers.settings import PipelineOverride
+from servers.settings import PROJECT_ROOT, PipelineOverride
+
+# Hamilton (and through it pandas and dask) loads where a driver is built: in the validation
+# subprocess and the run workers, or here on a describe before validation has answered.
+driver = lazy_module("hamilton.driver")
+log = logging.getLogger("gateway.pipelines")
 
 # The arguments of every tool that names a pipeline, its inputs and its outputs.
 PipelineName = Annotated[str, Field(description="A pipeline name from list_pipelines.")]
@@ -44,8 +70,14 @@ class PipelineError(ValueError):
 class LoadedPipeline:
     name: str
     spec: Pipeline
-    driver: driver.Driver
     inputs: type[BaseModel]
+    # describe()'s answer, filled in by the validation subprocess (then no driver is built here).
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    @cached_property
+    def driver(self) -> Any:
+        """The Hamilton driver, built on first use (validation checked that it builds)."""
+        return driver.Builder().with_modules(self.spec.module).build()
 
     @property
     def module(self) -> ModuleType:
@@ -69,9 +101,55 @@ def load_registry(
             f"registered: {', '.join(registry)}"
         )
     return {
-        name: load_pipeline(name, with_override(spec, overrides.get(name)))
-        for name, spec in registry.items()
+        name: load_pipeline(name, spec)
+        for name, spec in declare_registry(registry, overrides).items()
     }
+
+
+def declare_registry(
+    registry: Mapping[str, Pipeline], overrides: Mapping[str, PipelineOverride] | None = None
+) -> dict[str, Pipeline]:
+    """The registry with overrides applied, after the checks that need no Hamilton: unknown
+    overrides, engines, an ``Inputs`` model with described fields, public outputs named. The
+    first problem raises PipelineError naming the pipeline."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(registry))
+    if unknown:
+        raise PipelineError(
+            f"settings pipelines.overrides name unknown pipelines {unknown}; "
+            f"registered: {', '.join(registry)}"
+        )
+    declared = {}
+    for name, spec in registry.items():
+        spec = with_override(spec, overrides.get(name))
+        _declared(name, spec)
+        declared[name] = spec
+    return declared
+
+
+def declared_pipelines(
+    registry: Mapping[str, Pipeline], overrides: Mapping[str, PipelineOverride] | None = None
+) -> dict[str, LoadedPipeline]:
+    """Every pipeline as declared (see declare_registry), its driver built when first needed;
+    validate them with validate_in_background."""
+    return {
+        name: LoadedPipeline(name, spec, _declared(name, spec))
+        for name, spec in declare_registry(registry, overrides).items()
+    }
+
+
+def _declared(name: str, spec: Pipeline) -> type[BaseModel]:
+    where = f"pipeline {name!r} (module {spec.module.__name__})"
+    if spec.engine not in ENGINES:
+        raise PipelineError(
+            f"{where} names engine {spec.engine!r}; choose one of {', '.join(ENGINES)}"
+        )
+    inputs = getattr(spec.module, "Inputs", None)
+    if not (isinstance(inputs, type) and issubclass(inputs, BaseModel)):
+        raise PipelineError(f"{where} has no `Inputs` pydantic model describing its inputs")
+    if not spec.outputs:
+        raise PipelineError(f"{where} declares no public outputs")
+    return inputs
 
 
 def with_override(spec: Pipeline, override: PipelineOverride | None) -> Pipeline:
@@ -88,24 +166,18 @@ def with_override(spec: Pipeline, override: PipelineOverride | None) -> Pipeline
 
 
 def load_pipeline(name: str, spec: Pipeline) -> LoadedPipeline:
+    """Build one pipeline's driver and validate it against its declaration (in-process:
+    imports Hamilton); PipelineError naming the pipeline and the problem otherwise."""
     where = f"pipeline {name!r} (module {spec.module.__name__})"
-    if spec.engine not in ENGINES:
-        raise PipelineError(
-            f"{where} names engine {spec.engine!r}; choose one of {', '.join(ENGINES)}"
-        )
+    inputs = _declared(name, spec)
     try:
         dr = driver.Builder().with_modules(spec.module).build()
     except Exception as exc:
         raise PipelineError(f"{where} does not build: {type(exc).__name__}: {exc}") from None
-    inputs = getattr(spec.module, "Inputs", None)
-    if not (isinstance(inputs, type) and issubclass(inputs, BaseModel)):
-        raise PipelineError(f"{where} has no `Inputs` pydantic model describing its inputs")
     variables = {v.name: v for v in dr.list_available_variables()}
     missing = [o for o in spec.outputs if o not in variables or variables[o].is_external_input]
     if missing:
         raise PipelineError(f"{where} declares outputs that are not nodes: {', '.join(missing)}")
-    if not spec.outputs:
-        raise PipelineError(f"{where} declares no public outputs")
     external = {
         v.name for v in dr.what_is_upstream_of(*spec.outputs) if v.is_external_input
     } - INJECTED.keys()
@@ -122,7 +194,9 @@ def load_pipeline(name: str, spec: Pipeline) -> LoadedPipeline:
         dr.validate_execution(list(spec.outputs), inputs=_placeholder_inputs(external))
     except Exception as exc:
         raise PipelineError(f"{where} does not validate: {exc}") from None
-    return LoadedPipeline(name, spec, dr, inputs)
+    loaded = LoadedPipeline(name, spec, inputs)
+    loaded.__dict__["driver"] = dr  # the cached_property, already built
+    return loaded
 
 
 def _input_problems(inputs: type[BaseModel], variables: dict) -> list[str]:
@@ -199,11 +273,12 @@ def describe_inputs(pipeline: LoadedPipeline) -> str:
 
 def shape_output(value: Any, max_rows: int, max_bytes: int) -> Any:
     """DataFrames become capped Rows (like sql results); everything else plain JSON."""
-    if isinstance(value, pd.DataFrame):
+    pd = sys.modules.get("pandas")  # no DataFrame can exist before pandas is imported
+    if pd is not None and isinstance(value, pd.DataFrame):
         columns = [Column(name=str(c), type=str(t)) for c, t in value.dtypes.items()]
         rows = value.itertuples(index=False, name=None)
         return cap_rows(columns, (_no_missing(r) for r in rows), max_rows, max_bytes).model_dump()
-    if isinstance(value, pd.Series):
+    if pd is not None and isinstance(value, pd.Series):
         return shape_output(value.to_frame(), max_rows, max_bytes)
     if isinstance(value, Rows):
         return value.model_dump()
@@ -211,12 +286,15 @@ def shape_output(value: Any, max_rows: int, max_bytes: int) -> Any:
 
 
 def _no_missing(row: tuple) -> tuple:
+    pd = sys.modules["pandas"]
     # In a DataFrame NaN, NA and NaT all mean "missing": JSON null (SQL results keep NaN).
     return tuple(None if pd.api.types.is_scalar(v) and pd.isna(v) else v for v in row)
 
 
 def describe(pipeline: LoadedPipeline) -> dict[str, Any]:
     """Nodes with types and docs, each public output's lineage, and the DAG as Mermaid."""
+    if "describe" in pipeline.facts:
+        return pipeline.facts["describe"]
     dr = pipeline.driver
     upstream = dr.what_is_upstream_of(*pipeline.spec.outputs)
     nodes = [
@@ -252,6 +330,8 @@ def describe(pipeline: LoadedPipeline) -> dict[str, Any]:
 
 def mermaid(pipeline: LoadedPipeline) -> str:
     """The DAG that produces the public outputs, as a Mermaid flowchart."""
+    if "describe" in pipeline.facts:
+        return pipeline.facts["describe"]["mermaid"]
     graph = pipeline.driver.graph
     wanted = {v.name for v in pipeline.driver.what_is_upstream_of(*pipeline.spec.outputs)}
     lines = ["flowchart LR"]
@@ -271,3 +351,124 @@ def _type_name(kind: Any) -> str:
     if isinstance(kind, type):
         return kind.__name__
     return str(kind).replace("typing.", "").replace("datetime.", "")
+
+
+class Validation:
+    """Every declared pipeline built and validated in a subprocess, started now, answering
+    later. A broken pipeline is withdrawn from ``loaded`` (the dict the server lists and runs
+    from) and its problem kept in ``problems``; a valid one gets its description cached.
+    ``wait`` blocks until the answer (bounded); runs wait for it before starting."""
+
+    def __init__(self, loaded: dict[str, LoadedPipeline], nice: int = 0) -> None:
+        self.loaded = loaded
+        self.problems: dict[str, str] = {}
+        self.done = threading.Event()
+        self._plans = {name: _plan(p.spec) for name, p in loaded.items()}
+        self._nice = nice
+        threading.Thread(target=self._run, name="pipeline-validation", daemon=True).start()
+
+    def wait(self, timeout_s: float) -> bool:
+        """True once every pipeline has been validated (within timeout_s)."""
+        return self.done.wait(timeout_s)
+
+    def _run(self) -> None:
+        try:
+            verdicts = validate_in_subprocess(self._plans, self._nice)
+        except PipelineError as exc:
+            verdicts = {name: str(exc) for name in self._plans}
+        for name, verdict in verdicts.items():
+            if isinstance(verdict, str):
+                self.problems[name] = verdict
+                self.loaded.pop(name, None)
+                log.error("pipeline withdrawn: %s", verdict)
+            elif name in self.loaded:
+                self.loaded[name].facts["describe"] = verdict
+        self.done.set()
+
+
+def validate_in_background(loaded: dict[str, LoadedPipeline], nice: int = 0) -> Validation:
+    """Start validating ``loaded`` in a subprocess at niceness ``nice``; see Validation."""
+    return Validation(loaded, nice)
+
+
+def _plan(spec: Pipeline) -> dict[str, Any]:
+    return {
+        "module": spec.module.__name__,
+        "outputs": list(spec.outputs),
+        "engine": spec.engine,
+        "cache": spec.cache,
+    }
+
+
+def validate_in_subprocess(
+    plans: Mapping[str, Mapping[str, Any]], nice: int = 0, timeout_s: float = 600
+) -> dict[str, Any]:
+    """Each pipeline's description, or its problem as a string, from a fresh interpreter
+    (``python -m servers.pipelines.registry``) that builds and validates every one; the
+    serving process imports neither Hamilton nor pandas for it. The subprocess never outlives
+    this process. PipelineError if the subprocess itself fails."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "servers.pipelines.registry", str(nice)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": _python_path()},
+        preexec_fn=_die_with_parent,
+    )
+    _validators.add(process)
+    try:
+        out, err = process.communicate(json.dumps(dict(plans)), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise PipelineError(f"pipeline validation did not finish within {timeout_s:g} s") from None
+    finally:
+        _validators.discard(process)
+    if process.returncode != 0:
+        last = (err.strip().splitlines() or ["no output"])[-1]
+        raise PipelineError(f"pipeline validation failed (exit {process.returncode}): {last}")
+    return json.loads(out)
+
+
+_validators: set[subprocess.Popen] = set()
+
+
+@atexit.register
+def _stop_validators() -> None:
+    for process in list(_validators):
+        process.kill()
+
+
+def _die_with_parent() -> None:
+    # Linux: the validator is killed when the process that started it dies, however it dies.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _python_path() -> str:
+    # The subprocess imports the pipeline modules by name, as this process found them.
+    return os.pathsep.join([p for p in sys.path if p] + [str(PROJECT_ROOT)])
+
+
+def _validate_plans(plans: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    verdicts: dict[str, Any] = {}
+    for name, plan in plans.items():
+        try:
+            module = importlib.import_module(plan["module"])
+            spec = Pipeline(module, tuple(plan["outputs"]), plan["engine"], plan["cache"])
+            verdicts[name] = describe(load_pipeline(name, spec))
+        except PipelineError as exc:
+            verdicts[name] = str(exc)
+        except Exception as exc:  # an import error in the module, say
+            where = f"pipeline {name!r} (module {plan['module']})"
+            verdicts[name] = f"{where} does not load: {type(exc).__name__}: {exc}"
+    return verdicts
+
+
+if __name__ == "__main__":
+    if hasattr(os, "nice") and len(sys.argv) > 1 and int(sys.argv[1]) > 0:
+        os.nice(int(sys.argv[1]))
+    logging.getLogger("hamilton").setLevel(logging.CRITICAL)
+    print(json.dumps(_validate_plans(json.loads(sys.stdin.read())), default=str))

@@ -42,13 +42,15 @@ from servers.pipelines.registry import (
     PipelineInputs,
     PipelineName,
     PipelineOutputs,
+    Validation,
     check_call,
+    declared_pipelines,
     describe,
     describe_inputs,
     input_schema,
-    load_registry,
     mermaid,
     shape_output,
+    validate_in_background,
 )
 from servers.pipelines.run_owners import RunOwners
 from servers.pipelines.worker import Job, PipelinePlan, RunFailed, WorkerSpec
@@ -65,10 +67,15 @@ class Runner:
     """Runs pipelines on worker processes within each pipeline's timeout and concurrency."""
 
     def __init__(
-        self, settings: GatewaySettings, database: Path, loaded: dict[str, LoadedPipeline]
+        self,
+        settings: GatewaySettings,
+        database: Path,
+        loaded: dict[str, LoadedPipeline],
+        validation: Validation | None = None,
     ):
         self.settings = settings
         self.loaded = loaded
+        self.validation = validation
         defaults = settings.pipelines
         self._limiters = {
             name: anyio.CapacityLimiter(p.spec.concurrency or defaults.concurrency)
@@ -89,7 +96,24 @@ class Runner:
         background run its run_id."""
         return [dict(entry) for entry in self._active.values()]
 
+    async def validated(self) -> None:
+        """Wait (within the run timeout) until every pipeline was validated, so that a broken
+        one is refused with its problem before anything of it runs."""
+        timeout = self.settings.pipelines.run_timeout_s
+        waiting = self.validation and not self.validation.done.is_set()
+        if waiting and not await anyio.to_thread.run_sync(self.validation.wait, timeout):
+            raise ToolError(f"Pipelines are still being validated after {timeout:g} s.")
+
     def get(self, name: str) -> LoadedPipeline:
+        if self.validation and not self.validation.done.is_set():
+            # Only the sync tools (describe, dag: run in threads) get here before validation
+            # answered; the async ones await validated() first. Waiting keeps Hamilton out.
+            self.validation.wait(self.settings.pipelines.run_timeout_s)
+        if self.validation and name in self.validation.problems:
+            raise ToolError(
+                f"Pipeline {name!r} is withdrawn: {self.validation.problems[name]}. Use "
+                "another pipeline (list_pipelines); an operator must fix it and restart."
+            )
         if name not in self.loaded:
             raise ToolError(
                 f"There is no pipeline named {name!r}. Available: {', '.join(self.loaded)}."
@@ -113,6 +137,7 @@ class Runner:
 
         Tables are capped at the sql limits unless max_rows/max_bytes say otherwise (a chart
         asks for up to its points cap)."""
+        await self.validated()
         pipeline = self.get(name)
         try:
             values, chosen = check_call(pipeline, inputs, outputs)
@@ -311,11 +336,13 @@ def build_server(
     """The pipelines server (as ``create_server``) and its control for the admin server."""
     # Hamilton logs every node failure (with its inputs) at ERROR; the caller gets a ToolError.
     logging.getLogger("hamilton").setLevel(logging.CRITICAL)
-    loaded = load_registry(
+    loaded = declared_pipelines(
         registry() if pipelines is None else pipelines, settings.pipelines.overrides
     )
+    # Built and validated in a subprocess while this server serves; see registry.Validation.
+    validation = validate_in_background(loaded, settings.pipelines.worker_nice)
     database = engine.database if engine else _database(settings)
-    runner = Runner(settings, database, loaded)
+    runner = Runner(settings, database, loaded, validation)
     owners = RunOwners()  # who started each background run (admin_cancel_run acts as them)
     mcp = Server(
         "pipelines",
@@ -377,6 +404,7 @@ def build_server(
         """Start a pipeline run in the background and return its run_id at once. Follow it
         with get_run(run_id) (status, progress, then the result) and stop it with
         cancel_run(run_id). Inputs are checked now."""
+        await runner.validated()
         try:
             check_call(runner.get(name), inputs, outputs)
         except PipelineError as exc:

@@ -23,17 +23,20 @@ import uuid
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
-from hamilton import driver
-from hamilton.caching.adapter import CachingEventType
 from hamilton.lifecycle import GraphExecutionHook, NodeExecutionHook
 
+from servers.lazy import lazy_module
 from servers.pipelines.engines import build_driver, cache_directory, database_for
 from servers.pipelines.registry import shape_output
 from servers.settings import PipelineSettings, SqlSettings
+
+if TYPE_CHECKING:
+    from hamilton import driver
+
+pd = lazy_module("pandas")  # in the worker, which runs pipelines anyway
 
 # Under the sql engine's readable outputs directory (data_dir/outputs), which is also its file
 # search path: sql_query reads a saved table as FROM 'pipeline_outputs/<run>/<output>.parquet'.
@@ -170,6 +173,8 @@ class Worker:
 
 def _cache_summary(dr: driver.Driver) -> dict[str, int]:
     """How many nodes came from Hamilton's cache and how many ran, in the last run."""
+    from hamilton.caching.adapter import CachingEventType
+
     events = [e for node in dr.cache.logs(run_id=dr.cache.last_run_id).values() for e in node]
     kinds = [e.event_type for e in events]
     return {
@@ -218,4 +223,9 @@ def main(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
+    # A worker runs pipelines: it loads Hamilton and pandas at once, at full priority, before
+    # main() lowers it (the gateway, which imports this module for Job and WorkerSpec, never).
+    import hamilton.driver  # noqa: F401
+    import pandas  # noqa: F401
+
     main(Connection(int(sys.argv[1])))

@@ -8,15 +8,17 @@ import time
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 from fastmcp import Context
 from fastmcp.server.dependencies import get_context
 from pydantic import Field
 
+from servers.lazy import lazy_module
 from servers.results import Rows, cap_rows, relation_columns
 from servers.sql.engine import Detach, Engine
 from servers.sql.gate import check_statement
 from servers.sql.result_store import BATCH_ROWS, ResultStore, table_rows
+
+pa = lazy_module("pyarrow")  # loads with the first query
 
 
 class QueryResult(Rows):

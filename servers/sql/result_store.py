@@ -22,13 +22,16 @@ from pathlib import Path
 from typing import Literal
 
 import duckdb
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.ipc as pa_ipc
-import pyarrow.parquet as pq
 
+from servers.lazy import lazy_module
 from servers.results import Column, cap_rows
 from servers.settings import SqlSettings
+
+# Loaded with the first stored result.
+pa = lazy_module("pyarrow")
+pa_csv = lazy_module("pyarrow.csv")
+pa_ipc = lazy_module("pyarrow.ipc")
+pq = lazy_module("pyarrow.parquet")
 
 CHUNK_ROWS = 65_536
 BATCH_ROWS = 8_192
