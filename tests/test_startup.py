@@ -156,14 +156,14 @@ def test_a_port_in_use_is_one_clean_line(env):
 
 
 def test_check_passes_on_the_default_setup_and_masks_secrets(env):
-    env["GATEWAY_AUTH__TOKEN"] = "very-secret-token-value"
+    env["GATEWAY_AUTH__TOKEN"] = "very-secret-token-value-0123456789"
     done = run(["gateway.py", "check"], env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "check: OK" in done.stderr
     assert re.search(r"backend demo: up, [1-9]\d* tools", done.stderr), done.stderr
     effective = json.loads(done.stdout)
     assert effective["auth"]["token"] == "**********"
-    assert "very-secret-token-value" not in done.stdout + done.stderr
+    assert "very-secret-token-value-0123456789" not in done.stdout + done.stderr
 
 
 def test_check_names_every_problem_on_its_own_line(env, tmp_path):
@@ -227,7 +227,7 @@ def loaded_native(pid: int) -> list[str]:
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_http_banner_home_page_and_server_info_say_what_runs(env, tmp_path, mode):
     port, log = free_port(), tmp_path / "gateway.log"
-    env["GATEWAY_AUTH__TOKEN"] = "banner-token-value"
+    env["GATEWAY_AUTH__TOKEN"] = "banner-token-value-0123456789abcdef"
     base = f"http://127.0.0.1:{port}"
     with gateway_process(["--port", str(port)], env, log) as process:
         wait_ready(process, base, log)
@@ -239,13 +239,16 @@ async def test_http_banner_home_page_and_server_info_say_what_runs(env, tmp_path
         assert "demo_* (starting)" in banner
         assert "auth:       bearer (static token)" in banner
         assert f"claude mcp add --transport http data-gateway {base}/mcp" in banner
-        assert "banner-token-value" not in banner
+        assert "banner-token-value-0123456789abcdef" not in banner
         home = httpx.get(f"{base}/", timeout=30)
         assert home.status_code == 200 and "text/html" in home.headers["content-type"]
         assert "/mcp" in home.text and "bearer token" in home.text
-        assert "banner-token-value" not in home.text and str(PROJECT_ROOT) not in home.text
+        assert (
+            "banner-token-value-0123456789abcdef" not in home.text
+            and str(PROJECT_ROOT) not in home.text
+        )
         assert httpx.post(f"{base}/mcp", json={}, timeout=30).status_code == 401
-        headers = {"Authorization": "Bearer banner-token-value"}
+        headers = {"Authorization": "Bearer banner-token-value-0123456789abcdef"}
         async with Client(f"{base}/mcp", auth=headers["Authorization"][7:], mode=mode) as client:
             assert (client.server_info.name, client.server_info.version) == (NAME, VERSION)
             assert any(t.name.startswith("sql_") for t in await client.list_tools())

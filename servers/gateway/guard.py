@@ -1,7 +1,7 @@
 """One authentication and scope layer in front of every HTTP route of the gateway (auth on).
 
     route                      needs
-    /health, /.well-known/*    nothing
+    /, /health, /.well-known/* nothing (the home page says how to connect, nothing secret)
     /ready                     nothing for the overall state; a token with ``admin`` for details
     /metrics                   a token with ``admin`` or ``metrics``
     /sql/results/<id>.<ext>    a token with ``sql``, of the principal that made the result
@@ -175,7 +175,7 @@ class HttpGuard:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path.startswith(PUBLIC):
+        if path == "/" or path.startswith(PUBLIC):
             await self.app(scope, receive, send)
             return
         address = (scope.get("client") or ("unknown", 0))[0]
