@@ -83,10 +83,7 @@ def create_gateway(
     gateway.mount(admin_server, namespace="admin")
     health.add("sql", "mount", engine.health)
     health.add("pipelines", "mount", engine.health)
-    remote = install_backends(gateway, settings.backends, reserved={SEARCH_TOOL, CALL_TOOL})
-    for name in remote.backends:
-        health.add(name, "backend", remote.check(name))
-    health.add_metrics("backends", remote.metrics)
+    remote = install_backends(gateway, settings, {SEARCH_TOOL, CALL_TOOL}, health)
     install_metrics(gateway, audit, health, auth.provider if auth else None)
     runtime = Runtime(
         settings, reload_settings or (lambda: settings), auth, scopes, limits,

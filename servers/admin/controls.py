@@ -126,7 +126,7 @@ class Runtime:
             verifiers = build_verifiers(new.auth) if self.auth and new.auth.configured else None
             if self.sql is not None:
                 self.sql.check(new.sql.canned_queries)
-            changes = self.backends.prepare(new.backends) if self.backends else None
+            changes = self.backends.check(new) if self.backends else None
         except ValidationError as exc:
             reasons = "; ".join(
                 f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}"
@@ -154,14 +154,7 @@ class Runtime:
         if changes:
             # The scope policy knows the new namespaces before their tools are offered.
             self.scopes.by_namespace, self.scopes.namespaces = fresh.by_namespace, fresh.namespaces
-            await self.backends.apply(changes)
-            if self.health is not None:
-                for name in changes.removed:
-                    self.health.checks.pop(name, None)
-                for name in changes.added:
-                    self.health.add(name, "backend", self.backends.check(name))
-            summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.summary().items())
-            applied.append(f"backends ({summary})")
+            applied += await self.backends.apply(changes)
             kinds |= {"tools", "resources", "prompts"}
         self.settings = new
         return {"applied": applied, "needs_restart": self._needs_restart(new)}, kinds
