@@ -268,7 +268,7 @@ class BackendConfig(_Section):
         "doubles after each failed ping.",
     )
     probe_interval_max_s: float = Field(
-        1.5, gt=0, description="Longest wait between background pings of a down backend."
+        1.0, gt=0, description="Longest wait between background pings of a down backend."
     )
     max_catalog_bytes: int = Field(
         20_000_000,
