@@ -176,3 +176,18 @@ def test_an_invalid_backend_entry_never_shows_its_secrets_on_stderr(tmp_path):
     assert result.returncode == 2
     assert "mcpServers.leaky" in result.stderr and "http:// or https://" in result.stderr
     assert "secret-471" not in result.stderr + result.stdout
+
+
+async def test_a_reload_to_a_key_that_would_capture_the_gateways_tools_is_refused(data_dir):
+    from gateway import create_gateway
+
+    settings = GatewaySettings.load(data_dir=data_dir, mcpServers={})
+    capture = {"search": {"url": "http://127.0.0.1:9/mcp"}}
+    gateway = create_gateway(
+        settings, lambda: GatewaySettings.load(data_dir=data_dir, mcpServers=capture)
+    )
+    async with Client(gateway) as client:
+        with pytest.raises(ToolError, match="'search'.*search_tools"):
+            await client.call_tool("admin_reload", {"confirm": True})
+        status = (await client.call_tool("admin_status", {})).structured_content
+    assert status["backends"] == {}
