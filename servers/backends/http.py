@@ -15,6 +15,7 @@ not MCP is noted on the request's ``Exchange`` (so the backend is down with that
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Literal
@@ -47,6 +48,18 @@ class AnswerOverBudget(httpx2.StreamError):
     """The answer grew past its request's byte budget; the rest is not read."""
 
 
+class _QuietOverBudget(logging.Filter):
+    """The SDK logs an answer it could not read with a traceback; one cut off on purpose is
+    reported by the backend instead (one line, with the limit)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, AnswerOverBudget)
+
+
+logging.getLogger("mcp.client.streamable_http").addFilter(_QuietOverBudget())
+
+
 class CountedStream(httpx2.AsyncByteStream):
     """A response body counted chunk by chunk against the request's ``Exchange``."""
 
@@ -74,6 +87,8 @@ def trouble_with(request: httpx2.Request, response: httpx2.Response) -> str | No
         return f"answered with a redirect (HTTP {status}), which the gateway does not follow"
     if status >= 500:
         return f"answered HTTP {status}"
+    if status in (401, 403):
+        return f"answered HTTP {status}: not authorised (check its headers or bearer_token_env)"
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if status == 200 and content_type not in MCP_CONTENT_TYPES:
         return f"answered with {content_type or 'no content type'}, not MCP"
@@ -205,6 +220,9 @@ class HttpLink:
                 else:
                     self._discovered = await negotiate(session)
                     self._era = "modern" if self._discovered else "handshake"
+            exchange = current_exchange.get()
+            if exchange is not None:
+                exchange.trouble = None  # agreed: whatever went wrong on the way is over
         except TimeoutError:
             raise LinkError(f"no answer within the {budget:g} s connect timeout") from None
         except MCPError as error:
