@@ -5,6 +5,7 @@
 - ``redirect``: every request answered 307 to somewhere else;
 - ``garbage``: every request answered 200 with an HTML page;
 - ``error500``: every request answered HTTP 500;
+- ``unauthorised``: every request answered HTTP 401 (a wrong or missing token);
 - ``huge-catalog``: its tools/list answer is 64 MiB, streamed.
 
 GET /health answers ok in every mode (so the test knows it is serving).
@@ -54,6 +55,8 @@ def _mcp(mode: str):
             return Response("<html><body>Welcome to nginx!</body></html>", media_type="text/html")
         if mode == "error500":
             return PlainTextResponse("Internal Server Error", status_code=500)
+        if mode == "unauthorised":
+            return PlainTextResponse("Unauthorized", status_code=401)
         message = await request.json()
         method, request_id = message.get("method"), message.get("id")
         if request_id is None:

@@ -67,9 +67,13 @@ async def test_resources_with_uris_that_are_not_scheme_uris_are_dropped_alone(da
         ("redirect", "answered with a redirect (HTTP 307), which the gateway does not follow"),
         ("garbage", "answered with text/html, not MCP"),
         ("error500", "answered HTTP 500"),
+        (
+            "unauthorised",
+            "answered HTTP 401: not authorised (check its headers or bearer_token_env)",
+        ),
     ],
 )
-async def test_a_backend_answering_with_a_redirect_garbage_or_500_is_down_with_the_reason(
+async def test_a_backend_answering_a_redirect_garbage_500_or_401_is_down_with_the_reason(
     data_dir, mode, reason
 ):
     with backend_process("--hostile", mode) as hostile:
