@@ -236,3 +236,26 @@ def test_a_component_that_cannot_be_offered_is_dropped_and_its_siblings_stay():
     assert set(index.resources) == {"test://odd/fine"}
     assert index.templates == []
     assert len(index.dropped["odd"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("head", "request_id"),
+    [
+        (b'{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"xx', 7),
+        (b'{"id": "abc", "jsonrpc": "2.0", "result": {', "abc"),
+        (b'{"jsonrpc":"2.0","method":"notifications/progress","params":{"id":3,', None),
+    ],
+)
+def test_an_over_long_stdio_answer_is_answered_with_an_error_for_its_own_request_only(
+    head, request_id
+):
+    from servers.backends.link import ANSWER_TOO_LARGE
+    from servers.backends.process import _too_large
+
+    answer = _too_large(head, 1000)
+    if request_id is None:
+        assert answer is None  # a notification's inner "id" is never taken for a request's
+    else:
+        assert answer.message.id == request_id
+        assert answer.message.error.code == ANSWER_TOO_LARGE
+        assert "larger than 1000 bytes" in answer.message.error.message

@@ -108,8 +108,7 @@ class Backend(ProxiedCalls):
                     self._group, self._refreshing, self._wake = own, None, anyio.Event()
                     own.start_soon(self.link.supervise)
                     own.start_soon(self._maintain)
-                    if self.catalog is None:
-                        self._start_refresh()
+                    self._start_refresh()  # also with a catalog from an earlier run: is it up?
                     task_status.started()
         finally:
             self._group = None

@@ -32,7 +32,10 @@ from servers.backends.link import ANSWER_TOO_LARGE, LinkError
 
 STDERR_LINE_CHARS = 300  # the part of a stderr line kept for a reason
 EXIT_GRACE_S = 2.0  # for the process to exit by itself once its stdin is closed
-_REQUEST_ID = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,20})')
+# The id of an answer, as it opens: {"jsonrpc": "2.0", "id": ... (never an "id" deeper inside).
+_REQUEST_ID = re.compile(
+    rb'\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,20})'
+)
 
 
 @dataclass
@@ -93,7 +96,7 @@ def _parse(line: bytes) -> SessionMessage | Exception:
 
 def _too_large(head: bytes, limit: int) -> SessionMessage | None:
     """An error answer for the request whose over-long answer began with ``head``."""
-    match = _REQUEST_ID.search(head)
+    match = _REQUEST_ID.match(head)
     if match is None:
         return None
     raw = match.group(1).decode(errors="replace")
