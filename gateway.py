@@ -56,7 +56,7 @@ def compose(
 ) -> tuple[FastMCP, StartupFacts]:
     """create_gateway, and what the start-up banner reports about it."""
     from servers.admin import server as admin
-    from servers.admin.controls import BackendsPart, Runtime, install_admin_controls
+    from servers.admin.controls import Runtime, install_admin_controls
     from servers.backends.provider import install_backends
     from servers.gateway.audit import Audit, AuditMiddleware
     from servers.gateway.auth import build_auth
@@ -106,16 +106,11 @@ def compose(
     gateway.mount(admin_server, namespace="admin")
     health.add("sql", "mount", engine.health)
     health.add("pipelines", "mount", engine.health)
-    remote = install_backends(gateway, settings.backends, reserved={SEARCH_TOOL, CALL_TOOL})
-    for name in remote.backends:
-        health.add(name, "backend", remote.check(name))
-    health.add_metrics("backends", remote.metrics)
+    remote = install_backends(gateway, settings, {SEARCH_TOOL, CALL_TOOL}, health)
     install_metrics(gateway, audit, health, auth.provider if auth else None)
     # In the order they apply: the scope policy knows new namespaces before backends offer them.
-    parts = [*([auth] if auth else []), scopes, limits, health, sql_control]
-    runtime = Runtime(
-        settings, reload_settings or (lambda: settings), [*parts, BackendsPart(remote, health)]
-    )
+    parts = [*([auth] if auth else []), scopes, limits, health, sql_control, remote]
+    runtime = Runtime(settings, reload_settings or (lambda: settings), parts)
     install_admin_controls(admin_server, gateway, remote, runtime, sql_control, pipelines_control)
     # SEP-2243 header checks from cached schemas: no tools/list of every backend per call.
     ToolSchemas(remote.schema_for).install(gateway)

@@ -26,6 +26,9 @@ from pydantic_settings import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_NAMESPACES = ("sql", "pipelines", "admin")
+# The gateway's own tools outside every namespace (servers/gateway/tool_search.py): no backend
+# key may make them look like its own (a key "search" would own "search_tools").
+GATEWAY_TOOLS = ("search_tools", "call_tool")
 NAMESPACE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
@@ -200,7 +203,8 @@ class BackendConfig(_Section):
     """One remote backend, in the mcpServers shape: an MCP server at a ``url`` or started by a
     ``command``, or a REST API described by an ``openapi`` spec."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # An invalid entry's error never echoes its values: headers and env hold secrets.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)
 
     url: str | None = None
     transport: Literal["http", "streamable-http", "sse"] | None = None
@@ -244,6 +248,33 @@ class BackendConfig(_Section):
     )
     restart_backoff_max_s: float = Field(
         30.0, gt=0, description="Longest wait between restarts of a crashed stdio backend."
+    )
+    start_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Start-up budget of a stdio backend: longest wait for its "
+        "process to answer before it counts as down (and is restarted).",
+    )
+    first_listing_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="Longest a listing waits for this backend while it is still "
+        "starting (so its tools are in a client's first listing).",
+    )
+    probe_interval_s: float = Field(
+        0.25,
+        gt=0,
+        description="First wait between background pings of a down backend; "
+        "doubles after each failed ping.",
+    )
+    probe_interval_max_s: float = Field(
+        1.0, gt=0, description="Longest wait between background pings of a down backend."
+    )
+    max_catalog_bytes: int = Field(
+        20_000_000,
+        ge=10_000,
+        description="Largest answer of this backend to a catalog "
+        "request (one page of tools, resources or prompts); a larger one is cut off unread.",
     )
 
     # Claude Desktop and others write "type" where fastmcp writes "transport".
@@ -404,7 +435,11 @@ class GatewaySettings(BaseSettings):
     """Everything the gateway can be told. See the README's settings table."""
 
     model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid", populate_by_name=True
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+        hide_input_in_errors=True,  # errors never echo values: backend headers and env, tokens
     )
 
     host: str = Field("127.0.0.1", description="Address to listen on (HTTP transport).")
@@ -464,6 +499,12 @@ class GatewaySettings(BaseSettings):
                 raise ValueError(
                     f"mcpServers entry {key!r}: that namespace is taken by the gateway "
                     "(its tools would shadow the gateway's own)"
+                )
+            captured = [tool for tool in GATEWAY_TOOLS if tool.startswith(f"{key}_")]
+            if captured:
+                raise ValueError(
+                    f"mcpServers entry {key!r}: that key would own the gateway's own tool "
+                    f"{captured[0]!r}; choose another key"
                 )
             if not NAMESPACE_PATTERN.match(key):
                 raise ValueError(

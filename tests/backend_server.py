@@ -2,11 +2,14 @@
 
     python -m tests.backend_server --transport http --port 8123 [--handshake-only]
     python -m tests.backend_server                     # stdio
+    python -m tests.backend_server --transport http --port 8123 --hostile redirect
+
 
 It counts the MCP requests it receives over HTTP by method (GET /stats), can add a tool at
 runtime and say so (list_changed), reports progress and logs, keeps per-session state, echoes
-the headers it was sent, and can crash on request. ``--handshake-only`` makes it refuse the
-2026-07-28 discovery (a handshake-era server).
+the headers it was sent, can crash on request and answer with any number of MiB (``huge``).
+``--handshake-only`` makes it refuse the 2026-07-28 discovery (a handshake-era server).
+``--hostile MODE`` serves a hostile backend instead (``tests.hostile_backend``).
 """
 
 from __future__ import annotations
@@ -109,6 +112,11 @@ def create_server(handshake_only: bool = False) -> FastMCP:
         """Exit the process at once (for supervision tests)."""
         os._exit(3)
 
+    @mcp.tool
+    def huge(mib: int) -> str:
+        """An answer of ``mib`` MiB."""
+        return "x" * (mib * 1024 * 1024)
+
     @mcp.tool(name=LONG_TOOL)
     def long_named() -> str:
         """A tool whose namespaced name is longer than clients accept."""
@@ -151,7 +159,12 @@ def main() -> None:
     parser.add_argument("--transport", choices=["http", "sse", "stdio"], default="stdio")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--handshake-only", action="store_true")
+    parser.add_argument("--hostile", help="serve a hostile backend (tests.hostile_backend)")
     args = parser.parse_args()
+    if args.hostile:
+        from tests.hostile_backend import serve
+
+        return serve(args.hostile, args.port)
     server = create_server(args.handshake_only)
     if args.transport == "stdio":
         server.run(transport="stdio", show_banner=False)

@@ -101,8 +101,16 @@ async def test_ready_and_admin_status_show_each_backends_circuit_and_catalog(dat
     gateway = gateway_with(data_dir, up={"url": backend.url}, down={"url": closed_port_url()})
     async with asgi_server(gateway) as server:
         async with server.http_client() as http:
-            with anyio.fail_after(10):
-                ready = (await http.get("/ready")).json()
+            with anyio.fail_after(60):  # /ready never waits: poll until both have settled
+                while True:
+                    ready = (await http.get("/ready")).json()
+                    states = {b["status"] for b in ready["backends"].values()}
+                    if (
+                        "starting" not in states
+                        and ready["backends"]["up"]["catalog"]["state"] != "none"
+                    ):
+                        break
+                    await anyio.sleep(0.1)
         async with server.client() as client:
             status = (await client.call_tool("admin_status", {})).structured_content
     assert ready["status"] == "degraded"

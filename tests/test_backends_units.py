@@ -198,3 +198,64 @@ def test_an_invalid_backend_entry_stops_start_up_naming_it(entry, message):
 def test_a_backend_cannot_take_a_namespace_that_would_shadow_local_tools(key):
     with pytest.raises(ValidationError, match="shadow"):
         GatewaySettings.load(mcpServers={key: {"url": "http://a/mcp"}})
+
+
+async def test_the_provider_checks_then_applies_backend_changes_and_keeps_health_in_step():
+    from servers.backends.provider import BackendsProvider
+    from servers.health import Health
+
+    health = Health()
+    first = GatewaySettings(mcpServers={"one": {"url": "http://127.0.0.1:9/mcp"}})
+    provider = BackendsProvider(first.backends, set(), health=health)
+    assert set(health.checks) == {"one"}
+    second = GatewaySettings(mcpServers={"two": {"url": "http://127.0.0.1:9/mcp"}})
+    changes = provider.check(second)
+    assert set(provider.backends) == {"one"} and set(health.checks) == {"one"}  # no effect yet
+    assert await provider.apply(changes) == ["backends (added: two; removed: one)"]
+    assert set(provider.backends) == {"two"} and set(health.checks) == {"two"}
+    assert await provider.apply(provider.check(second)) == []  # nothing changed
+    assert (await health.checks["two"][1]())["status"] == "stopped"  # not running: not "up"
+
+
+def test_a_component_that_cannot_be_offered_is_dropped_and_its_siblings_stay():
+    from servers.backends.components import build_index
+
+    class Caller:
+        name = "odd"
+
+    catalog = Catalog(
+        tools=(mcp_types.Tool(name="echo", input_schema={"type": "object"}),),
+        resources=tuple(
+            mcp_types.Resource(uri=uri, name=f"r{i}")
+            for i, uri in enumerate(["urn:example:report", "mailto:a@b.c", "", "test://fine"])
+        ),
+        templates=(mcp_types.ResourceTemplate(uri_template="urn:{x}", name="t"),),
+    )
+    index = build_index([(Caller(), catalog, [], [])], set())
+    assert set(index.tools) == {"odd_echo"}
+    assert set(index.resources) == {"test://odd/fine"}
+    assert index.templates == []
+    assert len(index.dropped["odd"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("head", "request_id"),
+    [
+        (b'{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"xx', 7),
+        (b'{"id": "abc", "jsonrpc": "2.0", "result": {', "abc"),
+        (b'{"jsonrpc":"2.0","method":"notifications/progress","params":{"id":3,', None),
+    ],
+)
+def test_an_over_long_stdio_answer_is_answered_with_an_error_for_its_own_request_only(
+    head, request_id
+):
+    from servers.backends.link import ANSWER_TOO_LARGE
+    from servers.backends.process import _too_large
+
+    answer = _too_large(head, 1000)
+    if request_id is None:
+        assert answer is None  # a notification's inner "id" is never taken for a request's
+    else:
+        assert answer.message.id == request_id
+        assert answer.message.error.code == ANSWER_TOO_LARGE
+        assert "larger than 1000 bytes" in answer.message.error.message

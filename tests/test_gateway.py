@@ -6,6 +6,7 @@ from fastmcp.exceptions import ToolError
 
 from gateway import create_gateway
 from servers.settings import GatewaySettings
+from tests.conftest import wait_for_backend
 
 LOCAL_TOOLS = {
     "sql_query",
@@ -84,7 +85,7 @@ async def test_pipelines_namespace_runs_a_pipeline(client: Client):
 
 
 async def test_admin_namespace_reports_every_mount_and_backend(client: Client):
-    status = (await client.call_tool("admin_status", {})).structured_content
+    status = await wait_for_backend(client, "demo")  # "starting" until its process answers
     assert status["status"] == "ready"
     assert set(status["mounts"]) == {"sql", "pipelines"}
     assert status["backends"]["demo"]["status"] == "up"

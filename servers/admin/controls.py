@@ -28,8 +28,7 @@ from mcp.types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from servers.backends.provider import BackendChanges, BackendsProvider
-from servers.health import Health
+from servers.backends.provider import BackendsProvider
 from servers.pipelines.server import PipelinesControl
 from servers.reload import Reloadable, needs_restart
 from servers.settings import GatewaySettings
@@ -80,29 +79,6 @@ async def confirmation(ctx: Context, question: str, confirm: bool) -> InputRequi
     if not accepted:
         raise ToolError(f"{question} Not confirmed: nothing was changed.")
     return None
-
-
-@dataclass
-class BackendsPart:
-    """The remote backends as a reloadable part: mcpServers entries added, removed or replaced,
-    with their health checks kept in step."""
-
-    provider: BackendsProvider
-    health: Health
-    reloads: frozenset[str] = frozenset({"backends"})
-    lists: frozenset[str] = frozenset({"tools", "resources", "prompts"})
-
-    def check(self, new: GatewaySettings) -> BackendChanges | None:
-        return self.provider.prepare(new.backends) or None
-
-    async def apply(self, changes: BackendChanges) -> list[str]:
-        await self.provider.apply(changes)
-        for name in changes.removed:
-            self.health.checks.pop(name, None)
-        for name in changes.added:
-            self.health.add(name, "backend", self.provider.check(name))
-        summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.summary().items())
-        return [f"backends ({summary})"]
 
 
 @dataclass

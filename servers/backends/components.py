@@ -2,12 +2,15 @@
 built from backend catalogs, under gateway names, that forward to their backend when used.
 
 ``build_index`` turns every backend's offered catalog into one name-checked index: allow/deny
-lists applied, names made valid and unique (``backend_names``), reserved names avoided.
+lists applied, names made valid and unique (``backend_names``), reserved names avoided. Each
+component is built and validated on its own: one that cannot be offered (a resource whose URI
+is not ``scheme://...``, a malformed schema) is dropped and reported, never its siblings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -109,7 +112,7 @@ class BackendResource(Resource):
     @classmethod
     def of(cls, backend: BackendCaller, resource: mcp_types.Resource) -> BackendResource:
         made = cls(
-            uri=namespaced_uri(backend.name, str(resource.uri)),
+            uri=namespaced_uri(backend.name, _checked_uri(str(resource.uri), "URI")),
             name=resource.name,
             title=resource.title,
             description=resource.description,
@@ -136,7 +139,9 @@ class BackendTemplate(ResourceTemplate):
     @classmethod
     def of(cls, backend: BackendCaller, template: mcp_types.ResourceTemplate) -> BackendTemplate:
         made = cls(
-            uri_template=namespaced_uri(backend.name, template.uri_template),
+            uri_template=namespaced_uri(
+                backend.name, _checked_uri(template.uri_template, "URI template")
+            ),
             name=template.name,
             title=template.title,
             description=template.description,
@@ -202,6 +207,36 @@ class Index:
     """Per backend: {gateway name: backend name} for every name that had to be shortened."""
     withheld: dict[str, list[str]] = field(default_factory=dict)
     """Per backend: tools its allow/deny lists keep from clients."""
+    dropped: dict[str, list[str]] = field(default_factory=dict)
+    """Per backend: components that could not be offered, each with the reason."""
+
+    def drop(self, backend: str, what: str, reason: str) -> None:
+        self.dropped.setdefault(backend, []).append(f"{what}: {reason}")
+
+
+_SCHEME_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SHOWN_CHARS = 80  # of a dropped component's name in a status report
+
+
+def _built(index: Index, backend: str, what: str, make: Callable[..., Any], *args: Any) -> Any:
+    """``make(*args)``, or None with the component reported as dropped when it cannot be
+    built."""
+    try:
+        return make(*args)
+    except (ValueError, TypeError) as error:  # pydantic's ValidationError is a ValueError
+        reason = type(error).__name__ if not isinstance(error, _Refused) else str(error)
+        index.drop(backend, what[:_SHOWN_CHARS], reason)
+        return None
+
+
+class _Refused(ValueError):
+    """A component the gateway will not offer; the message says why."""
+
+
+def _checked_uri(uri: str, kind: str) -> str:
+    if not _SCHEME_URI.match(uri):
+        raise _Refused(f"its {kind} is not of the form scheme://...")
+    return uri
 
 
 def build_index(
@@ -221,12 +256,32 @@ def build_index(
             index.withheld[backend.name] = withheld
         names = assign_names(backend.name, [t.name for t in tools], tool_names)
         for tool in tools:
-            index.tools[names[tool.name]] = BackendTool.of(backend, tool, names[tool.name])
+            name = names[tool.name]
+            made = _built(
+                index,
+                backend.name,
+                f"tool {tool.name!r}",
+                BackendTool.of,
+                backend,
+                tool,
+                name,
+            )
+            if made is not None:
+                index.tools[name] = made
         prompts = assign_names(backend.name, [p.name for p in catalog.prompts], prompt_names)
         for prompt in catalog.prompts:
-            index.prompts[prompts[prompt.name]] = BackendPrompt.of(
-                backend, prompt, prompts[prompt.name]
+            name = prompts[prompt.name]
+            made = _built(
+                index,
+                backend.name,
+                f"prompt {prompt.name!r}",
+                BackendPrompt.of,
+                backend,
+                prompt,
+                name,
             )
+            if made is not None:
+                index.prompts[name] = made
         renamed = {
             gateway: original
             for assigned in (names, prompts)
@@ -236,7 +291,25 @@ def build_index(
         if renamed:
             index.renamed[backend.name] = renamed
         for resource in catalog.resources:
-            made = BackendResource.of(backend, resource)
-            index.resources[str(made.uri)] = made
-        index.templates += [BackendTemplate.of(backend, t) for t in catalog.templates]
+            made = _built(
+                index,
+                backend.name,
+                f"resource {str(resource.uri)!r}",
+                BackendResource.of,
+                backend,
+                resource,
+            )
+            if made is not None:
+                index.resources[str(made.uri)] = made
+        for template in catalog.templates:
+            made = _built(
+                index,
+                backend.name,
+                f"template {template.uri_template!r}",
+                BackendTemplate.of,
+                backend,
+                template,
+            )
+            if made is not None:
+                index.templates.append(made)
     return index

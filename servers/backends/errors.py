@@ -11,15 +11,26 @@ import httpx2
 import mcp_types
 from mcp import MCPError
 
-from servers.backends.links import LinkError
+from servers.backends.link import LinkError
 
 
 class BackendUnavailable(Exception):
     """The backend was not reached, or is not being called: the message says why."""
 
 
-# A backend error that is really the connection failing, not the backend answering.
-_TRANSPORT_CODES = {mcp_types.CONNECTION_CLOSED, mcp_types.REQUEST_TIMEOUT}
+class AnswerTooLarge(Exception):
+    """The backend's answer was larger than its request's byte budget and was dropped."""
+
+    def __init__(self, backend: str, limit: int) -> None:
+        super().__init__(
+            f"backend {backend!r} answered with more than {limit} bytes, the gateway's limit; "
+            "the answer was dropped unread. Ask for less (a narrower request, a smaller page)."
+        )
+
+
+# A backend error that is really the connection failing, not the backend answering: closed,
+# timed out, or an answer that was not JSON-RPC at all.
+_TRANSPORT_CODES = {mcp_types.CONNECTION_CLOSED, mcp_types.REQUEST_TIMEOUT, mcp_types.PARSE_ERROR}
 
 
 def _leaves(error: BaseException) -> list[BaseException]:
@@ -46,6 +57,10 @@ def describe_failure(error: BaseException, timeout_s: float) -> str:
         return f"no answer within {timeout_s:g} s"
     if any(isinstance(leaf, httpx2.ConnectError) for leaf in leaves):
         return "connection refused or host unreachable"
+    if any(
+        isinstance(leaf, MCPError) and leaf.error.code == mcp_types.PARSE_ERROR for leaf in leaves
+    ):
+        return "answered with something that is not MCP"
     if any(isinstance(leaf, MCPError | httpx2.TransportError) for leaf in leaves):
         return "the connection was lost"
     if any(isinstance(leaf, httpx2.HTTPStatusError) for leaf in leaves):

@@ -1,6 +1,6 @@
 """REST APIs as backends: an OpenAPI spec (a file or URL) and a base URL become a namespace.
 
-``RestLink`` is a link like the MCP ones (``backend_links``): it builds the API's MCP server with
+``RestLink`` is a link like the MCP ones (``link.Link``): it builds the API's MCP server with
 ``FastMCP.from_openapi`` on first use (so an API whose spec URL is down at start-up is retried
 later, like any backend) and talks to it in-process. Requests to the API go through one pool of
 keep-alive connections with the entry's timeouts and headers (its bearer token among them). GET
@@ -24,11 +24,11 @@ from fastmcp.server.providers.openapi import MCPType, RouteMap
 from mcp import ClientSession
 from mcp.client.session import LoggingFnT
 
-from servers.backends.links import (
+from servers.backends.http import SharedConnections
+from servers.backends.link import (
     LinkError,
-    OnListChanged,
+    LinkEvents,
     RelayingSession,
-    SharedConnections,
     negotiate,
     static_headers,
 )
@@ -43,9 +43,10 @@ ROUTES = [
 class RestLink:
     """A REST API served as an in-process MCP server built from its OpenAPI spec."""
 
-    def __init__(self, config: BackendConfig, on_list_changed: OnListChanged) -> None:
-        """Like the other links; ``on_list_changed`` is unused: a spec does not change."""
+    def __init__(self, config: BackendConfig, events: LinkEvents) -> None:
+        """Like the other links; no list changes to tell: a spec does not change."""
         assert config.openapi is not None and config.base_url is not None
+        self.restarts = 0
         self._config = config
         self._connections = SharedConnections()
         self._api = httpx2.AsyncClient(
@@ -61,6 +62,9 @@ class RestLink:
 
     async def start(self) -> None:
         """Nothing to start: the spec is read on first use."""
+
+    async def supervise(self) -> None:
+        """Nothing to supervise: the first request tells whether the spec loads."""
 
     async def stop(self) -> None:
         await self._connections.close_connections()

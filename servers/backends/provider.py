@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import anyio.abc
@@ -28,23 +28,34 @@ from fastmcp.utilities.versions import VersionSpec
 
 from servers.backends.backend import Backend
 from servers.backends.components import Index, UnavailableTool, build_index
-from servers.backends.links import ListKind
+from servers.backends.link import ListKind
 from servers.backends.relay import ListChangedNotifier
-from servers.settings import BackendConfig
+from servers.health import Health
+from servers.settings import BackendConfig, GatewaySettings
 
 
 class BackendsProvider(Provider):
     """Offers every backend's components to the gateway from their cached catalogs.
 
-    ``reserved`` names are never given to a backend component (the gateway's own tools).
+    ``reserved`` names are never given to a backend component (the gateway's own tools);
+    ``max_response_bytes`` bounds one answer of a backend; ``health`` (when given) gets a check
+    per backend, kept in step when a reload adds or removes backends.
     """
 
-    def __init__(self, configs: dict[str, BackendConfig], reserved: set[str]) -> None:
+    def __init__(
+        self,
+        configs: dict[str, BackendConfig],
+        reserved: set[str],
+        max_response_bytes: int = 5_000_000,
+        health: Health | None = None,
+    ) -> None:
         super().__init__()
-        self.backends = {
-            name: Backend(name, config, self._catalog_changed) for name, config in configs.items()
-        }
+        self.max_response_bytes = max_response_bytes
+        self.backends = {name: self._build(name, config) for name, config in configs.items()}
         self.notifier = ListChangedNotifier()
+        self.health = health
+        for name in self.backends:
+            self._register(name)
         self._reserved = reserved
         self._index = Index()
         self._index_key: tuple | None = None
@@ -58,6 +69,13 @@ class BackendsProvider(Provider):
 
     def __repr__(self) -> str:
         return f"BackendsProvider({', '.join(self.backends)})"
+
+    def _build(self, name: str, config: BackendConfig) -> Backend:
+        return Backend(name, config, self._catalog_changed, self.max_response_bytes)
+
+    def _register(self, name: str) -> None:
+        if self.health is not None:
+            self.health.add(name, "backend", self.health_check(name))
 
     @asynccontextmanager
     async def lifespan(self):
@@ -102,13 +120,16 @@ class BackendsProvider(Provider):
                 await backend.stop()
 
     # ----------------------------------------------------------------------------------------
-    # Reload: the mcpServers entries changed while the gateway runs.
+    # Reload (``servers.reload.Reloadable``): the mcpServers entries changed while it runs.
 
-    def prepare(self, configs: dict[str, BackendConfig]) -> BackendChanges:
-        """What applying ``configs`` (the enabled entries) would change, with the new backends
-        built but not started; raises ValueError for an entry that cannot be built. Nothing
-        changes until ``apply``."""
-        wanted = {name: config for name, config in configs.items() if config.enabled}
+    reloads: ClassVar[frozenset[str]] = frozenset({"backends"})
+    lists: ClassVar[frozenset[str]] = frozenset({"tools", "resources", "prompts"})
+
+    def check(self, new: GatewaySettings) -> BackendChanges:
+        """What applying the mcpServers of ``new`` (its enabled entries) would change, with the
+        new backends built but not started; raises ValueError with the reason for an entry
+        that cannot be built. Nothing changes until ``apply``."""
+        wanted = {name: config for name, config in new.backends.items() if config.enabled}
         old = self.backends
         changes = BackendChanges(
             added=[name for name in wanted if name not in old],
@@ -117,20 +138,20 @@ class BackendsProvider(Provider):
         )
         try:
             changes.built = {
-                name: Backend(name, wanted[name], self._catalog_changed)
-                for name in changes.added + changes.replaced
+                name: self._build(name, wanted[name]) for name in changes.added + changes.replaced
             }
         except (AssertionError, TypeError, ValueError) as exc:
             raise ValueError(f"mcpServers: {exc}") from None
         changes.order = list(wanted)
         return changes
 
-    async def apply(self, changes: BackendChanges) -> None:
-        """Offer the prepared backends: new and replaced ones start (in the running gateway),
-        removed and replaced ones are closed (a stdio process is stopped). The caller tells
+    async def apply(self, changes: BackendChanges) -> list[str]:
+        """Offer the checked backends: new and replaced ones start (in the running gateway),
+        removed and replaced ones are closed (a stdio process is stopped), their health checks
+        follow. Returns one line per change (none when nothing changed). The caller tells
         connected clients the lists changed (``notifier.announce``), once for all it changed."""
         if not changes:
-            return
+            return []
         old = self.backends
         merged = {**old, **changes.built}
         self.backends = {name: merged[name] for name in changes.order}
@@ -141,7 +162,14 @@ class BackendsProvider(Provider):
                 await self.backends[name].start(self._group)
         for name in changes.removed + changes.replaced:
             await old[name].close()
+        if self.health is not None:
+            for name in changes.removed:
+                self.health.checks.pop(name, None)
+            for name in changes.added:
+                self._register(name)
         self.index()
+        summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.summary().items())
+        return [f"backends ({summary})"]
 
     # ----------------------------------------------------------------------------------------
     # The index of offered components, rebuilt when a catalog or its offer changes.
@@ -172,6 +200,8 @@ class BackendsProvider(Provider):
                 group.start_soon(backend.catalog_for_listing)
 
     def _owner(self, name: str) -> Backend | None:
+        if name in self._reserved:
+            return None  # the gateway's own, whatever a backend's key
         return next((b for b in self._by_prefix if name.startswith(f"{b.name}_")), None)
 
     def _owner_of_uri(self, uri: str) -> Backend | None:
@@ -248,13 +278,23 @@ class BackendsProvider(Provider):
             status["renamed"] = index.renamed[name]
         if name in index.withheld:
             status["withheld_tools"] = index.withheld[name]
+        if name in index.dropped:
+            status["dropped"] = index.dropped[name]
         return status
 
-    def check(self, name: str) -> Callable[[], Awaitable[dict]]:
-        """The health check of one backend, for ``Health.add``."""
+    def health_check(self, name: str) -> Callable[[], Awaitable[dict]]:
+        """The health check of one backend, for ``Health.add``: its state, waiting for a
+        backend still starting only for most of the report's own budget (then it says
+        "starting")."""
 
         async def check() -> dict:
-            await self.backends[name].check()
+            backend = self.backends.get(name)
+            if backend is None:
+                return {"status": "down", "error": "removed"}
+            if backend.state == "starting" and self.health is not None:
+                # Most of the report's budget, so a backend about to come up is shown up.
+                with anyio.move_on_after(self.health.timeout_s * 0.75):
+                    await backend.settled()
             return self.status(name)
 
         return check
@@ -290,13 +330,18 @@ class BackendChanges:
 
 
 def install_backends(
-    gateway: FastMCP, configs: dict[str, BackendConfig], reserved: set[str]
+    gateway: FastMCP, settings: GatewaySettings, reserved: set[str], health: Health
 ) -> BackendsProvider:
-    """Offer the enabled MCP backends of ``configs`` through ``gateway``, with their
-    list_changed relay. Returns the provider (for health checks and metrics)."""
+    """Offer the enabled MCP backends of ``settings`` through ``gateway``, with their
+    list_changed relay, a health check each in ``health`` and their metrics. Returns the
+    provider (for reloads)."""
     provider = BackendsProvider(
-        {name: config for name, config in configs.items() if config.enabled}, reserved
+        {name: config for name, config in settings.backends.items() if config.enabled},
+        reserved,
+        max_response_bytes=settings.limits.max_response_bytes,
+        health=health,
     )
+    health.add_metrics("backends", provider.metrics)
     gateway.add_provider(provider)
     provider.notifier.install(gateway)
     return provider

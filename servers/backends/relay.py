@@ -30,7 +30,7 @@ from mcp.server.subscriptions import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from servers.backends.links import ListKind
+from servers.backends.link import ListKind
 
 logger = logging.getLogger("gateway.backends")
 
