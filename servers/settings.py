@@ -14,7 +14,7 @@ import re
 import sys
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -27,6 +27,9 @@ from pydantic_settings import (
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_NAMESPACES = ("sql", "pipelines", "admin")
 NAMESPACE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+# How a pipeline's nodes run (servers/pipelines/engines.py).
+EngineName = Literal["local", "threads", "dask"]
+ENGINES: tuple[str, ...] = get_args(EngineName)
 
 
 class _Section(BaseModel):
@@ -153,7 +156,7 @@ class PipelineOverride(_Section):
 
     run_timeout_s: float | None = Field(None, gt=0)
     concurrency: int | None = Field(None, ge=1)
-    engine: Literal["local", "threads", "dask"] | None = None
+    engine: EngineName | None = None
     cache: bool | None = None
 
 

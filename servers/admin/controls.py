@@ -25,10 +25,10 @@ from mcp.types import (
     ToolAnnotations,
     ToolListChangedNotification,
 )
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from servers.backends.provider import BackendsProvider
+from servers.conventions import describe_errors, stateless_era
 from servers.gateway.auth import GatewayAuth, build_verifiers
 from servers.gateway.limits import ClientLimits
 from servers.gateway.policy import Scopes
@@ -55,7 +55,7 @@ async def confirmation(ctx: Context, question: str, confirm: bool) -> InputRequi
     if capabilities is None or capabilities.elicitation is None:
         raise ToolError(f"{question} This needs confirmation: call again with confirm=true.")
     version = ctx.request_context.protocol_version if ctx.request_context else None
-    if version in MODERN_PROTOCOL_VERSIONS:
+    if stateless_era(version):
         responses = ctx.input_responses
         if responses is None or CONFIRM_KEY not in responses:
             schema = {
@@ -128,10 +128,7 @@ class Runtime:
                 self.sql.check(new.sql.canned_queries)
             changes = self.backends.prepare(new.backends) if self.backends else None
         except ValidationError as exc:
-            reasons = "; ".join(
-                f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}"
-                for error in exc.errors()
-            )
+            reasons = describe_errors(exc, "config")
             raise ToolError(f"Config not reloaded, the old one stays: {reasons}") from None
         except ValueError as exc:
             reason = HOST_PATH.sub("<path>", str(exc))

@@ -19,9 +19,10 @@ import pandas as pd
 from hamilton import driver
 from pydantic import BaseModel, Field, ValidationError
 
-from pipelines import ENGINES, Pipeline
+from pipelines import Pipeline
+from servers.conventions import describe_errors
 from servers.results import Column, Rows, cap_rows, json_value
-from servers.settings import PipelineOverride
+from servers.settings import ENGINES, PipelineOverride
 
 # The arguments of every tool that names a pipeline, its inputs and its outputs.
 PipelineName = Annotated[str, Field(description="A pipeline name from list_pipelines.")]
@@ -165,9 +166,7 @@ def check_call(
     try:
         values = pipeline.inputs.model_validate(dict(inputs or {})).model_dump()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'inputs'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = describe_errors(exc, "inputs")
         raise PipelineError(
             f"Invalid inputs for pipeline {pipeline.name!r}: {problems}. "
             f"Expected: {describe_inputs(pipeline)}"

@@ -33,6 +33,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from pipelines import Pipeline, registry
+from servers.conventions import READ_ONLY
 from servers.lookup import Server
 from servers.pipelines.chart import add_pipeline_chart_tool
 from servers.pipelines.pool import RunWorkers
@@ -55,7 +56,6 @@ from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
 from servers.sql.engine import Engine
 
-READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 # Clients that speak the tasks extension get a task; they poll it, backing off up to this.
 BACKGROUND = TaskConfig(mode="optional", poll_interval=timedelta(milliseconds=200))
 

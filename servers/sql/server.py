@@ -11,15 +11,16 @@ from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.prompts import Message
 from fastmcp.tools import ToolResult
-from mcp.types import InputRequiredResult, TextContent, ToolAnnotations
+from mcp.types import InputRequiredResult, TextContent
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
+from servers.conventions import READ_ONLY
 from servers.lookup import Server
 from servers.results import markdown_table
 from servers.settings import CannedQuery, GatewaySettings, SqlSettings
-from servers.sql.canned import CannedQueryTool, check_canned_queries
+from servers.sql.canned import CannedQueryTool, check_canned_queries, tool_names
 from servers.sql.catalog import CHEAT_SHEET, columns, describe, statistics, tables
 from servers.sql.chart import add_chart_tools
 from servers.sql.engine import Engine, QueryFailed, QueryTimeout
@@ -28,12 +29,11 @@ from servers.sql.query import QueryResult, current_context, run_query
 from servers.sql.result_store import ResultStore, UnknownResult
 from servers.sql.summary import with_summary
 
-READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
-
 
 class SqlControl:
     """What the admin server changes in a running sql server: its canned-query tools (reload)
-    and its stored results (clear_caches)."""
+    and its stored results (clear_caches). Made once the server's own tools are registered:
+    their names are the ones a canned query cannot take."""
 
     def __init__(
         self, server: FastMCP, engine: Engine, limits: SqlSettings, store: ResultStore, answer
@@ -44,11 +44,12 @@ class SqlControl:
         self.store = store
         self._answer = answer
         self.canned: dict[str, CannedQuery] = {}
+        self.reserved = tool_names(server)
 
     def check(self, canned: dict[str, CannedQuery]) -> None:
         """Raise ValueError, naming the query, when a canned query would be refused."""
         with self.engine.connection.cursor() as cursor:
-            check_canned_queries(cursor, canned)
+            check_canned_queries(cursor, canned, self.reserved)
 
     def apply(self, canned: dict[str, CannedQuery]) -> list[str]:
         """Make the canned-query tools exactly ``canned`` (checked before): removed and changed
@@ -95,7 +96,6 @@ def build_server(
     store = ResultStore(settings.data_dir / "results", limits, prefix)
     with engine.connection.cursor() as cursor:
         table_names = [t["name"] for t in tables(cursor, None, "names")]
-        check_canned_queries(cursor, limits.canned_queries)
     mcp = Server("sql", instructions=_instructions(settings, table_names), mask_error_details=True)
 
     async def answer(
@@ -236,6 +236,7 @@ def build_server(
             raise ToolError(str(exc)) from None
 
     control = SqlControl(mcp, engine, limits, store, answer)
+    control.check(limits.canned_queries)
     control.apply(limits.canned_queries)
 
     @mcp.resource("sql://tables", mime_type="application/json")
