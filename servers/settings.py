@@ -26,6 +26,7 @@ from pydantic_settings import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_NAMESPACES = ("sql", "pipelines", "admin")
+PIPELINE_OUTPUTS = "pipeline_outputs"  # SQL reads FROM 'pipeline_outputs/<run>/<output>.parquet'
 NAMESPACE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 # How a pipeline's nodes run (servers/pipelines/engines.py).
 EngineName = Literal["local", "threads", "dask"]
@@ -367,6 +368,11 @@ class AuditSettings(_Section):
     )
 
 
+def _in_data_dir(*parts: str) -> property:
+    """A read-only settings property: the path data_dir/parts."""
+    return property(lambda settings: settings.data_dir.joinpath(*parts))
+
+
 def _demo_backend() -> dict[str, BackendConfig]:
     return {
         "demo": BackendConfig(
@@ -465,6 +471,19 @@ class GatewaySettings(BaseSettings):
             return cls(**overrides)
         finally:
             _config_file.reset(token)
+
+    # The data directory's layout, defined here only (as read-only properties).
+    scratch_dir = _in_data_dir("scratch")  # DuckDB's spill folders, one per process
+    outputs_dir = _in_data_dir("outputs")  # files SQL may read: the pipelines' saved tables
+    pipeline_outputs_dir = property(lambda settings: settings.outputs_dir / PIPELINE_OUTPUTS)
+    pipeline_cache_dir = _in_data_dir("pipeline_cache")  # Hamilton's caches, per pipeline
+    results_dir = _in_data_dir("results")  # large sql results kept for paging and download
+
+    def database(self) -> Path:
+        """The database served: sql.database, or the sample one in data_dir (built if missing)."""
+        from servers.sample_data import ensure_sample_database  # imports duckdb
+
+        return Path(self.sql.database or ensure_sample_database(self.data_dir))
 
 
 _config_file: ContextVar[Path | None] = ContextVar("gateway_config_file", default=None)

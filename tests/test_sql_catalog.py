@@ -10,7 +10,7 @@ from fastmcp import Client
 from fastmcp.exceptions import ToolError
 from pydantic import ValidationError
 
-from servers.sample_data import SAMPLE_FILE
+from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
 from servers.sql.server import create_server
 from tests.sql_fixtures import private_server
@@ -117,7 +117,7 @@ async def test_a_canned_query_binds_its_parameters(canned, data_dir, tmp_path):
     result = await canned.call_tool(
         "delays_by_origin", {"origin": "JFK", "month": 7, "min_flights": 1000}
     )
-    copy = shutil.copyfile(data_dir / SAMPLE_FILE, tmp_path / "independent.duckdb")
+    copy = shutil.copyfile(ensure_sample_database(data_dir), tmp_path / "independent.duckdb")
     with duckdb.connect(str(copy), read_only=True) as con:  # an independent reading
         expected = con.execute(
             "SELECT carrier, round(avg(dep_delay), 2), count(*) FROM flights "

@@ -52,7 +52,6 @@ from servers.pipelines.registry import (
     shape_output,
 )
 from servers.pipelines.worker import Job, PipelinePlan, RunFailed, WorkerSpec
-from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
 from servers.sql.engine import Engine
 
@@ -77,7 +76,15 @@ class Runner:
             name: PipelinePlan(p.module.__name__, p.spec.engine, p.spec.cache)
             for name, p in loaded.items()
         }
-        spec = WorkerSpec(database, settings.sql, defaults, settings.data_dir, plans)
+        spec = WorkerSpec(
+            database=database,
+            sql=settings.sql,
+            settings=defaults,
+            scratch_dir=settings.scratch_dir,
+            cache_dir=settings.pipeline_cache_dir,
+            outputs_dir=settings.pipeline_outputs_dir,
+            plans=plans,
+        )
         self.workers = RunWorkers(spec, defaults.concurrency)
         self._active: dict[int, dict[str, Any]] = {}  # runs in progress, for admin status
         self._serial = 0
@@ -244,7 +251,8 @@ def tasks_extension(settings: GatewaySettings, namespace: str | None = None) -> 
 
 class PipelinesControl:
     """What the admin server reads and clears in a running pipelines server: the runs in
-    progress (status) and the Hamilton caches under ``data_dir/pipeline_cache`` (clear_caches)."""
+    progress (status) and the Hamilton caches in the settings' ``pipeline_cache_dir``
+    (clear_caches)."""
 
     def __init__(self, runner: Runner, cache_root: Path) -> None:
         self.runner = runner
@@ -297,7 +305,7 @@ def build_server(
     loaded = load_registry(
         registry() if pipelines is None else pipelines, settings.pipelines.overrides
     )
-    database = engine.database if engine else _database(settings)
+    database = engine.database if engine else settings.database()
     runner = Runner(settings, database, loaded)
     mcp = Server(
         "pipelines",
@@ -413,11 +421,7 @@ def build_server(
         """The DAG of a pipeline as Mermaid flowchart text."""
         return mermaid(runner.get(name))
 
-    return mcp, PipelinesControl(runner, settings.data_dir / "pipeline_cache")
-
-
-def _database(settings: GatewaySettings) -> Path:
-    return Path(settings.sql.database or ensure_sample_database(settings.data_dir))
+    return mcp, PipelinesControl(runner, settings.pipeline_cache_dir)
 
 
 def _tasks_root(tasks: TasksExtension) -> FastMCP:

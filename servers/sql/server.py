@@ -93,7 +93,7 @@ def build_server(
     engine = engine or Engine.open(settings)
     limits = settings.sql
     prefix = f"sql://{namespace}/results/" if namespace else "sql://results/"
-    store = ResultStore(settings.data_dir / "results", limits, prefix)
+    store = ResultStore(settings.results_dir, limits, prefix)
     with engine.connection.cursor() as cursor:
         table_names = [t["name"] for t in tables(cursor, None, "names")]
     mcp = Server("sql", instructions=_instructions(settings, table_names), mask_error_details=True)
