@@ -148,7 +148,9 @@ class Engine:
         opening = self._threads.submit(open_connection, database, settings, scratch, self.readable)
         self.connection = opening.result()
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
-        self._hidden_paths = _paths_to_hide(database, gateway_settings.data_dir, self.readable)
+        self._hidden_paths = _paths_to_hide(
+            database, gateway_settings.data_dir, self.readable, scratch
+        )
 
     @classmethod
     def open(cls, settings: GatewaySettings) -> Engine:
@@ -270,8 +272,11 @@ class Engine:
         return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
 
 
-def _paths_to_hide(database: Path, data_dir: Path, readable: list[Path]) -> list[tuple[str, str]]:
+def _paths_to_hide(
+    database: Path, data_dir: Path, readable: list[Path], scratch: Path
+) -> list[tuple[str, str]]:
     pairs = [(str(database.resolve()), "<database>"), (str(database), "<database>")]
+    pairs += [(str(scratch.resolve()), "<scratch>"), (str(scratch), "<scratch>")]
     pairs += [(str(p.resolve()), "<readable>") for p in readable]
     pairs += [(str(data_dir.resolve()), "<data>"), (str(PROJECT_ROOT), "<server>")]
     pairs += [(str(Path.home()), "<home>")]
