@@ -194,6 +194,17 @@ def test_canned_query_names_and_parameters_are_checked(data_dir, tmp_path):
         )
 
 
+async def test_a_canned_query_cannot_take_the_name_of_one_of_the_servers_own_tools(
+    data_dir, tmp_path
+):
+    entry = {"description": "x", "sql": "SELECT 1"}
+    with pytest.raises(ValueError, match="canned query 'chart_view'") as refused:
+        private_server(data_dir, tmp_path, canned_queries={"chart_view": entry})
+    async with Client(private_server(data_dir, tmp_path)) as client:
+        own = sorted(tool.name for tool in await client.list_tools())
+    assert own and f"not one of {own}" in str(refused.value)
+
+
 async def test_resources_list_tables_schemas_and_the_cheat_sheet(client):
     tables = json.loads((await client.read_resource("sql://tables"))[0].text)
     assert {t["name"] for t in tables} >= {"flights", "weather"}
