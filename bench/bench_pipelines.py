@@ -27,6 +27,7 @@ from bench import bench_dataflow  # noqa: E402
 from bench.common import ROOT, ignore_log, machine, summary  # noqa: E402
 from bench.trivial import with_bench_pipeline  # noqa: E402
 from gateway import create_gateway  # noqa: E402
+from servers.leftovers import own_folder  # noqa: E402
 from servers.sample_data import ensure_sample_database  # noqa: E402
 from servers.settings import GatewaySettings  # noqa: E402
 from servers.sql.engine import open_connection  # noqa: E402
@@ -40,7 +41,7 @@ def gateway_with_bench_pipeline(settings: GatewaySettings):
 
 
 async def measure(client: Client, database: Path, settings: GatewaySettings, n: int) -> dict:
-    connection = open_connection(database, settings.sql, settings.data_dir / "scratch", [])
+    connection = open_connection(database, settings.sql, own_folder(settings.scratch_dir), [])
     direct_driver = driver.Builder().with_modules(bench_dataflow).build()
 
     def direct(outputs: list[str]) -> float:

@@ -10,10 +10,8 @@ at start-up.
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Literal
 
-EngineName = Literal["local", "threads", "dask"]
-ENGINES: tuple[str, ...] = ("local", "threads", "dask")
+from servers.settings import EngineName
 
 
 @dataclass(frozen=True)

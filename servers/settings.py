@@ -14,7 +14,7 @@ import re
 import sys
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -29,7 +29,11 @@ LOCAL_NAMESPACES = ("sql", "pipelines", "admin")
 # The gateway's own tools outside every namespace (servers/gateway/tool_search.py): no backend
 # key may make them look like its own (a key "search" would own "search_tools").
 GATEWAY_TOOLS = ("search_tools", "call_tool")
+PIPELINE_OUTPUTS = "pipeline_outputs"  # SQL reads FROM 'pipeline_outputs/<run>/<output>.parquet'
 NAMESPACE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+# How a pipeline's nodes run (servers/pipelines/engines.py).
+EngineName = Literal["local", "threads", "dask"]
+ENGINES: tuple[str, ...] = get_args(EngineName)
 
 
 class _Section(BaseModel):
@@ -156,7 +160,7 @@ class PipelineOverride(_Section):
 
     run_timeout_s: float | None = Field(None, gt=0)
     concurrency: int | None = Field(None, ge=1)
-    engine: Literal["local", "threads", "dask"] | None = None
+    engine: EngineName | None = None
     cache: bool | None = None
 
 
@@ -423,6 +427,11 @@ class AuditSettings(_Section):
     )
 
 
+def _in_data_dir(*parts: str) -> property:
+    """A read-only settings property: the path data_dir/parts."""
+    return property(lambda settings: settings.data_dir.joinpath(*parts))
+
+
 def _demo_backend() -> dict[str, BackendConfig]:
     return {
         "demo": BackendConfig(
@@ -538,6 +547,19 @@ class GatewaySettings(BaseSettings):
             return cls(**overrides)
         finally:
             _config_file.reset(token)
+
+    # The data directory's layout, defined here only (as read-only properties).
+    scratch_dir = _in_data_dir("scratch")  # DuckDB's spill folders, one per process
+    outputs_dir = _in_data_dir("outputs")  # files SQL may read: the pipelines' saved tables
+    pipeline_outputs_dir = property(lambda settings: settings.outputs_dir / PIPELINE_OUTPUTS)
+    pipeline_cache_dir = _in_data_dir("pipeline_cache")  # Hamilton's caches, per pipeline
+    results_dir = _in_data_dir("results")  # large sql results kept for paging and download
+
+    def database(self) -> Path:
+        """The database served: sql.database, or the sample one in data_dir (built if missing)."""
+        from servers.sample_data import ensure_sample_database  # imports duckdb
+
+        return Path(self.sql.database or ensure_sample_database(self.data_dir))
 
 
 _config_file: ContextVar[Path | None] = ContextVar("gateway_config_file", default=None)

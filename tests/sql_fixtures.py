@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fastmcp import FastMCP
 
-from servers.sample_data import SAMPLE_FILE
+from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
 from servers.sql.server import create_server
 
@@ -18,7 +18,7 @@ from servers.sql.server import create_server
 def private_server(data_dir: Path, tmp_path: Path, **sql: object) -> FastMCP:
     """A sql server over a private copy of the sample database, with sql settings overridden."""
     database = tmp_path / "copy.duckdb"
-    shutil.copyfile(data_dir / SAMPLE_FILE, database)
+    shutil.copyfile(ensure_sample_database(data_dir), database)
     settings = GatewaySettings.load(data_dir=tmp_path / "data", sql={"database": database, **sql})
     return create_server(settings)
 

@@ -17,7 +17,7 @@ from servers.charts.queries import first_query, follow_up, statement_body
 from servers.charts.render import render_chart
 from servers.pipelines.registry import shape_output
 from servers.results import Column, cap_rows, relation_columns
-from servers.sample_data import SAMPLE_FILE
+from servers.sample_data import SAMPLE_FILE, ensure_sample_database
 from servers.settings import ChartSettings
 
 SETTINGS = ChartSettings()
@@ -41,7 +41,7 @@ def flights(data_dir, tmp_path_factory):
     """A plain read-only connection to a private copy of the sample database (the served copy is
     opened once per process with the engine's locked configuration)."""
     copy = tmp_path_factory.mktemp("charts") / SAMPLE_FILE
-    shutil.copyfile(data_dir / SAMPLE_FILE, copy)
+    shutil.copyfile(ensure_sample_database(data_dir), copy)
     with duckdb.connect(str(copy), read_only=True) as con:
         yield con
 

@@ -25,6 +25,7 @@ import psutil
 import pytest
 from fastmcp import Client
 
+from servers.sample_data import ensure_sample_database
 from servers.settings import PROJECT_ROOT
 from tests.conftest import free_port
 from tests.test_deploy_config import nginx_binary, render_nginx_conf
@@ -100,7 +101,7 @@ def deployment(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     # As in docker-compose.yml: the database read-only on its own, scratch in a separate
     # directory, one Redis queue, a token from the environment.
     env = {
-        "GATEWAY_SQL__DATABASE": str(data_dir / "nycflights13.duckdb"),
+        "GATEWAY_SQL__DATABASE": str(ensure_sample_database(data_dir)),
         "GATEWAY_DATA_DIR": str(tmp / "state"),
         "GATEWAY_PIPELINES__TASKS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
         "GATEWAY_PIPELINES__TASKS_NAME": f"deploy-{uuid.uuid4().hex[:8]}",

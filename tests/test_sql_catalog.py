@@ -10,7 +10,7 @@ from fastmcp import Client
 from fastmcp.exceptions import ToolError
 from pydantic import ValidationError
 
-from servers.sample_data import SAMPLE_FILE
+from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
 from servers.sql.server import create_server
 from tests.sql_fixtures import private_server
@@ -117,7 +117,7 @@ async def test_a_canned_query_binds_its_parameters(canned, data_dir, tmp_path):
     result = await canned.call_tool(
         "delays_by_origin", {"origin": "JFK", "month": 7, "min_flights": 1000}
     )
-    copy = shutil.copyfile(data_dir / SAMPLE_FILE, tmp_path / "independent.duckdb")
+    copy = shutil.copyfile(ensure_sample_database(data_dir), tmp_path / "independent.duckdb")
     with duckdb.connect(str(copy), read_only=True) as con:  # an independent reading
         expected = con.execute(
             "SELECT carrier, round(avg(dep_delay), 2), count(*) FROM flights "
@@ -192,6 +192,17 @@ def test_canned_query_names_and_parameters_are_checked(data_dir, tmp_path):
         GatewaySettings.load(
             sql={"canned_queries": {"q": {"description": "d", "sql": "SELECT $x"}}}
         )
+
+
+async def test_a_canned_query_cannot_take_the_name_of_one_of_the_servers_own_tools(
+    data_dir, tmp_path
+):
+    entry = {"description": "x", "sql": "SELECT 1"}
+    with pytest.raises(ValueError, match="canned query 'chart_view'") as refused:
+        private_server(data_dir, tmp_path, canned_queries={"chart_view": entry})
+    async with Client(private_server(data_dir, tmp_path)) as client:
+        own = sorted(tool.name for tool in await client.list_tools())
+    assert own and f"not one of {own}" in str(refused.value)
 
 
 async def test_resources_list_tables_schemas_and_the_cheat_sheet(client):

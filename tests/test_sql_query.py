@@ -14,8 +14,8 @@ import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
-from servers.sample_data import SAMPLE_FILE
-from servers.settings import SqlSettings
+from servers.sample_data import ensure_sample_database
+from servers.settings import GatewaySettings
 from servers.sql.engine import Engine
 from servers.sql.server import create_server
 from tests.sql_fixtures import private_server
@@ -228,10 +228,11 @@ def _niceness_of_threads() -> dict[int, int]:
 @pytest.mark.skipif(sys.platform != "linux", reason="per-thread niceness is Linux's")
 def test_query_threads_yield_but_the_event_loop_thread_does_not(data_dir, tmp_path):
     database = tmp_path / "copy.duckdb"  # a fresh DuckDB instance, so fresh threads
-    shutil.copyfile(data_dir / SAMPLE_FILE, database)
+    shutil.copyfile(ensure_sample_database(data_dir), database)
     base = os.getpriority(os.PRIO_PROCESS, 0)
     before = _niceness_of_threads()
-    engine = Engine(database, SqlSettings(threads=3), tmp_path / "data")
+    settings = GatewaySettings.load(data_dir=tmp_path / "data", sql={"threads": 3})
+    engine = Engine(database, settings)
     started = {tid: nice for tid, nice in _niceness_of_threads().items() if tid not in before}
     # The engine's query thread and DuckDB's two extra workers, started from it.
     assert list(started.values()).count(min(19, base + 10)) >= 3

@@ -3,6 +3,7 @@ bounded storage."""
 
 import io
 import json
+from pathlib import Path
 
 import anyio
 import httpx
@@ -12,6 +13,7 @@ import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
+from servers.settings import GatewaySettings
 from servers.sql.result_store import CHUNK_ROWS
 from tests.sql_fixtures import private_server
 
@@ -95,6 +97,11 @@ async def test_a_person_can_download_the_whole_result_as_csv_and_parquet(server)
     assert missing.status_code == 404 and "never existed" in missing.json()["error"]
 
 
+def stored_results(tmp_path: Path) -> Path:
+    """Where a private_server keeps its stored results (its data_dir is tmp_path/data)."""
+    return GatewaySettings.load(data_dir=tmp_path / "data").results_dir
+
+
 async def test_handles_expire(data_dir, tmp_path):
     server = private_server(data_dir, tmp_path, max_rows=10, results_ttl_s=0.3)
     async with Client(server) as client:
@@ -102,7 +109,7 @@ async def test_handles_expire(data_dir, tmp_path):
         await anyio.sleep(0.5)  # let the handle's lifetime pass
         with pytest.raises(ToolError, match="expired"):
             await client.call_tool("read_result", {"result_id": page["result"]["id"]})
-    assert not [p for p in (tmp_path / "data" / "results").rglob("*") if p.is_file()]
+    assert not [p for p in stored_results(tmp_path).rglob("*") if p.is_file()]
 
 
 async def test_storage_is_bounded_and_a_cut_result_says_why(data_dir, tmp_path):
@@ -115,7 +122,7 @@ async def test_storage_is_bounded_and_a_cut_result_says_why(data_dir, tmp_path):
     data = last.structured_content
     assert data["complete"] is False and data["stopped"] == "storage"
     assert data["rows"] == [] and "full" in data["hint"]
-    stored = sum(p.stat().st_size for p in (tmp_path / "data" / "results").rglob("*"))
+    stored = sum(p.stat().st_size for p in stored_results(tmp_path).rglob("*"))
     assert stored < 1_000_000 + 2 * CHUNK_ROWS * 50  # at most one chunk past the bound
 
 
@@ -179,13 +186,14 @@ def test_stores_sharing_a_data_directory_keep_their_results_and_clean_up_dead_on
     from servers.settings import SqlSettings
     from servers.sql.result_store import ResultStore
 
-    dead = tmp_path / "results" / "999999999-abcd"  # a process id that cannot be running
+    results = GatewaySettings.load(data_dir=tmp_path).results_dir
+    dead = results / "999999999-abcd"  # a process id that cannot be running
     dead.mkdir(parents=True)
     (dead / "000000.arrow").write_bytes(b"stale")
-    first = ResultStore(tmp_path / "results", SqlSettings())
+    first = ResultStore(results, SqlSettings())
     kept = first.reserve([Column(name="x", type="INTEGER")])
     (kept.directory / "000000.arrow").write_bytes(b"rows")
-    second = ResultStore(tmp_path / "results", SqlSettings())
+    second = ResultStore(results, SqlSettings())
     assert first.directory != second.directory
     assert (kept.directory / "000000.arrow").exists()
     assert not dead.exists()

@@ -25,10 +25,10 @@ from mcp.types import (
     ToolAnnotations,
     ToolListChangedNotification,
 )
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from servers.backends.provider import BackendsProvider
+from servers.conventions import describe_errors, stateless_era
 from servers.pipelines.server import PipelinesControl
 from servers.reload import Reloadable, needs_restart
 from servers.settings import GatewaySettings
@@ -52,7 +52,7 @@ async def confirmation(ctx: Context, question: str, confirm: bool) -> InputRequi
     if capabilities is None or capabilities.elicitation is None:
         raise ToolError(f"{question} This needs confirmation: call again with confirm=true.")
     version = ctx.request_context.protocol_version if ctx.request_context else None
-    if version in MODERN_PROTOCOL_VERSIONS:
+    if stateless_era(version):
         responses = ctx.input_responses
         if responses is None or CONFIRM_KEY not in responses:
             schema = {
@@ -104,10 +104,7 @@ class Runtime:
                 new = self.load()
                 plans = [(part, part.check(new)) for part in self.parts]
             except ValidationError as exc:
-                reasons = "; ".join(
-                    f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}"
-                    for error in exc.errors()
-                )
+                reasons = describe_errors(exc, "config")
                 raise ToolError(f"Config not reloaded, the old one stays: {reasons}") from None
             except ValueError as exc:
                 reason = HOST_PATH.sub("<path>", str(exc))

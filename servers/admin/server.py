@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastmcp import FastMCP
-from mcp.types import ToolAnnotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from servers.conventions import READ_ONLY
 from servers.gateway.audit import Audit
 from servers.health import Health
 from servers.lookup import Server
@@ -33,7 +33,7 @@ def create_server(
         mask_error_details=True,
     )
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
+    @mcp.tool(annotations=READ_ONLY)
     async def status() -> dict:
         """The gateway's version, uptime, and the health of every mounted namespace and remote
         backend (up or down, with the reason when down). For a backend also: its circuit
@@ -54,7 +54,7 @@ def create_server(
 
     if audit is not None:
 
-        @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
+        @mcp.tool(annotations=READ_ONLY)
         async def recent_calls(
             limit: Annotated[int, "Most calls returned, newest first (1-1000)"] = 50,
             tool: Annotated[str | None, "Only calls of this tool, resource URI or prompt"] = None,

@@ -28,9 +28,9 @@ from mcp.server.subscriptions import (
     ResourcesListChanged,
     ToolsListChanged,
 )
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from servers.backends.link import ListKind
+from servers.conventions import stateless_era
 
 logger = logging.getLogger("gateway.backends")
 
@@ -90,7 +90,7 @@ class CallerRelay:
         """Tell a 2026-era caller on its own request that the lists changed: without a listen
         stream it has no other way to hear it (handshake-era callers hear it on their stream)."""
         request = self._request
-        if request is None or request.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        if request is None or not stateless_era(request.protocol_version):
             return
         try:
             with self._as_caller():

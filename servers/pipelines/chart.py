@@ -11,7 +11,6 @@ import anyio
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.tools import ToolResult
-from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from servers.charts.plan import (
@@ -32,11 +31,11 @@ from servers.charts.plan import (
 from servers.charts.points import points_from_rows
 from servers.charts.render import ChartData, ChartRenderer, RenderTimeout
 from servers.charts.view import chart_content
+from servers.conventions import READ_ONLY
 from servers.pipelines.registry import PipelineInputs, PipelineName
 from servers.results import Column
 from servers.settings import GatewaySettings
 
-READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 _BYTES_PER_POINT = 2_000
 
 

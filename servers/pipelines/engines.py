@@ -11,8 +11,6 @@ settings only.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +21,7 @@ from hamilton import htypes, lifecycle
 from hamilton.lifecycle.base import BaseDoValidateInput
 
 from servers.lazy import lazy_module
+from servers.leftovers import own_folder, remove_leftovers
 from servers.settings import PipelineSettings, SqlSettings
 from servers.sql.engine import open_connection
 
@@ -40,23 +39,17 @@ def hardened_connection(
 ) -> duckdb.DuckDBPyConnection:
     """This process's hardened read-only connection to database, opened once.
 
-    Each process spills to its own folder under scratch_dir (DuckDB's temporary file names are
-    not unique across processes); folders of processes that are gone are removed first.
+    Each process spills to its own folder under scratch_dir, the settings' ``scratch_dir``
+    (DuckDB's temporary file names are not unique across processes); the folders of processes
+    that have ended are removed first (``servers.leftovers``).
     """
     with _connections_lock:
         if database not in _connections:
-            _remove_dead_scratch(scratch_dir)
-            own = scratch_dir / f"worker-{os.getpid()}"
+            remove_leftovers(scratch_dir)
             # Nodes read only the database: no readable directories.
+            own = own_folder(scratch_dir)
             _connections[database] = open_connection(database, settings, own, [])
         return _connections[database]
-
-
-def _remove_dead_scratch(scratch_dir: Path) -> None:
-    for folder in scratch_dir.glob("worker-*"):
-        pid = folder.name.removeprefix("worker-")
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 class SharedDatabase:

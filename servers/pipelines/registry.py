@@ -39,10 +39,11 @@ from typing import Annotated, Any
 import duckdb
 from pydantic import BaseModel, Field, ValidationError
 
-from pipelines import ENGINES, Pipeline
+from pipelines import Pipeline
+from servers.conventions import describe_errors
 from servers.lazy import lazy_module
 from servers.results import Column, Rows, cap_rows, json_value
-from servers.settings import PROJECT_ROOT, PipelineOverride
+from servers.settings import ENGINES, PROJECT_ROOT, PipelineOverride
 
 # Hamilton (and through it pandas and dask) loads where a driver is built: in the validation
 # subprocess and the run workers, or here on a describe before validation has answered.
@@ -239,9 +240,7 @@ def check_call(
     try:
         values = pipeline.inputs.model_validate(dict(inputs or {})).model_dump()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'inputs'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = describe_errors(exc, "inputs")
         raise PipelineError(
             f"Invalid inputs for pipeline {pipeline.name!r}: {problems}. "
             f"Expected: {describe_inputs(pipeline)}"

@@ -33,6 +33,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from pipelines import Pipeline, registry
+from servers.conventions import READ_ONLY
 from servers.lookup import Server
 from servers.pipelines.chart import add_pipeline_chart_tool
 from servers.pipelines.pool import RunWorkers
@@ -54,11 +55,9 @@ from servers.pipelines.registry import (
 )
 from servers.pipelines.run_owners import RunOwners
 from servers.pipelines.worker import Job, PipelinePlan, RunFailed, WorkerSpec
-from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
 from servers.sql.engine import Engine
 
-READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 # Clients that speak the tasks extension get a task; they poll it, backing off up to this.
 BACKGROUND = TaskConfig(mode="optional", poll_interval=timedelta(milliseconds=200))
 
@@ -85,7 +84,15 @@ class Runner:
             name: PipelinePlan(p.module.__name__, p.spec.engine, p.spec.cache)
             for name, p in loaded.items()
         }
-        spec = WorkerSpec(database, settings.sql, defaults, settings.data_dir, plans)
+        spec = WorkerSpec(
+            database=database,
+            sql=settings.sql,
+            settings=defaults,
+            scratch_dir=settings.scratch_dir,
+            cache_dir=settings.pipeline_cache_dir,
+            outputs_dir=settings.pipeline_outputs_dir,
+            plans=plans,
+        )
         self.workers = RunWorkers(spec, defaults.concurrency)
         self._active: dict[int, dict[str, Any]] = {}  # runs in progress, for admin status
         self._serial = 0
@@ -270,7 +277,8 @@ def tasks_extension(settings: GatewaySettings, namespace: str | None = None) -> 
 
 class PipelinesControl:
     """What the admin server reads and clears in a running pipelines server: the runs in
-    progress (status) and the Hamilton caches under ``data_dir/pipeline_cache`` (clear_caches)."""
+    progress (status) and the Hamilton caches in the settings' ``pipeline_cache_dir``
+    (clear_caches)."""
 
     def __init__(
         self,
@@ -341,7 +349,7 @@ def build_server(
     )
     # Built and validated in a subprocess while this server serves; see registry.Validation.
     validation = validate_in_background(loaded, settings.pipelines.worker_nice)
-    database = engine.database if engine else _database(settings)
+    database = engine.database if engine else settings.database()
     runner = Runner(settings, database, loaded, validation)
     owners = RunOwners()  # who started each background run (admin_cancel_run acts as them)
     mcp = Server(
@@ -460,11 +468,7 @@ def build_server(
         """The DAG of a pipeline as Mermaid flowchart text."""
         return mermaid(runner.get(name))
 
-    return mcp, PipelinesControl(runner, settings.data_dir / "pipeline_cache", tasks, owners)
-
-
-def _database(settings: GatewaySettings) -> Path:
-    return Path(settings.sql.database or ensure_sample_database(settings.data_dir))
+    return mcp, PipelinesControl(runner, settings.pipeline_cache_dir, tasks, owners)
 
 
 def _tasks_root(tasks: TasksExtension) -> FastMCP:

@@ -31,16 +31,12 @@ from hamilton.lifecycle import GraphExecutionHook, NodeExecutionHook
 from servers.lazy import lazy_module
 from servers.pipelines.engines import build_driver, cache_directory, database_for
 from servers.pipelines.registry import shape_output
-from servers.settings import PipelineSettings, SqlSettings
+from servers.settings import PIPELINE_OUTPUTS, PipelineSettings, SqlSettings
 
 if TYPE_CHECKING:
     from hamilton import driver
 
 pd = lazy_module("pandas")  # in the worker, which runs pipelines anyway
-
-# Under the sql engine's readable outputs directory (data_dir/outputs), which is also its file
-# search path: sql_query reads a saved table as FROM 'pipeline_outputs/<run>/<output>.parquet'.
-RESULTS_DIRNAME = "pipeline_outputs"
 
 
 @dataclass(frozen=True)
@@ -54,12 +50,15 @@ class PipelinePlan:
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a worker process needs, picklable."""
+    """Everything a worker process needs, picklable; the directories are the settings'
+    ``scratch_dir``, ``pipeline_cache_dir`` and ``pipeline_outputs_dir``."""
 
     database: Path
     sql: SqlSettings
     settings: PipelineSettings
-    data_dir: Path
+    scratch_dir: Path
+    cache_dir: Path
+    outputs_dir: Path
     plans: dict[str, PipelinePlan] = field(default_factory=dict)
 
 
@@ -119,8 +118,7 @@ class Worker:
             plan = self.spec.plans[name]
             cache = None
             if plan.cache:
-                root = self.spec.data_dir / "pipeline_cache"
-                cache = cache_directory(root, name, self.spec.database)
+                cache = cache_directory(self.spec.cache_dir, name, self.spec.database)
             module = importlib.import_module(plan.module)
             self.drivers[name] = build_driver(
                 module, plan.engine, cache, self.spec.settings, [self.reporter]
@@ -130,12 +128,7 @@ class Worker:
     def run(self, job: Job) -> dict[str, Any]:
         plan = self.spec.plans[job.pipeline]
         dr = self.driver(job.pipeline)
-        db = database_for(
-            plan.engine,
-            self.spec.database,
-            self.spec.sql,
-            self.spec.data_dir / "scratch" / str(os.getpid()),  # a spill folder per process
-        )
+        db = database_for(plan.engine, self.spec.database, self.spec.sql, self.spec.scratch_dir)
         try:
             results = dr.execute(job.outputs, inputs={**job.inputs, "db": db})
         except (ValueError, duckdb.Error) as exc:
@@ -156,7 +149,7 @@ class Worker:
 
     def persist(self, pipeline: str, results: dict[str, Any]) -> dict[str, str]:
         """Write each table output as Parquet; return the names sql_query reads them by."""
-        root = self.spec.data_dir / "outputs" / RESULTS_DIRNAME
+        root = self.spec.outputs_dir
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         folder = f"{pipeline}_{stamp}_{uuid.uuid4().hex[:6]}"
         names = {}
@@ -166,7 +159,7 @@ class Worker:
             if isinstance(value, pd.DataFrame):
                 (root / folder).mkdir(parents=True, exist_ok=True)
                 value.to_parquet(root / folder / f"{name}.parquet", index=False)
-                names[name] = f"{RESULTS_DIRNAME}/{folder}/{name}.parquet"
+                names[name] = f"{PIPELINE_OUTPUTS}/{folder}/{name}.parquet"
         _prune(root, self.spec.settings.results_keep)
         return names
 
@@ -216,7 +209,7 @@ def main(conn: Connection) -> None:
         except RunFailed as exc:
             send(("failed", str(exc)))
         except Exception as exc:  # a bug in a node: say which kind, keep the details here
-            logging.getLogger(__name__).exception("pipeline %s failed", job.pipeline)
+            logging.getLogger("gateway.pipelines").exception("pipeline %s failed", job.pipeline)
             send(("failed", f"the pipeline raised {type(exc).__name__}"))
     # The server is gone: take any helper processes (a local Dask cluster) down with us.
     os.killpg(os.getpid(), signal.SIGKILL)

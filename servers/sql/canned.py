@@ -5,43 +5,53 @@ it and bound as prepared-statement parameters (``$name`` in the SQL), never inte
 itself passes the same gate as ad-hoc queries, checked at start-up.
 """
 
+import asyncio
 import datetime as dt
 import re
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal
 
 import duckdb
+from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.tools import Tool, ToolResult
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from servers.conventions import describe_errors
 from servers.settings import CannedParameter, CannedQuery, SqlSettings
 from servers.sql.gate import RefusedStatement, check_statement
 from servers.sql.query import current_context
 
-RESERVED = {
-    "query",
-    "explain",
-    "list_tables",
-    "describe_table",
-    "read_result",
-    "chart",
-    "chart_view",
-}
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _TYPES = {"string": str, "integer": int, "number": float, "boolean": bool, "date": dt.date}
 
 Answer = Callable[..., Awaitable[ToolResult]]
 
 
-def check_canned_queries(cursor: duckdb.DuckDBPyConnection, canned: dict[str, CannedQuery]) -> None:
-    """Refuse, naming it, a canned query with a bad name or SQL the gate would refuse."""
+def tool_names(server: FastMCP) -> frozenset[str]:
+    """The names of the tools registered on server so far.
+
+    fastmcp lists tools only through a coroutine; it runs here on an event loop of its own in a
+    short-lived thread, so that a server built inside a running loop can call this too. Called
+    once per server, at start-up.
+    """
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        tools = thread.submit(asyncio.run, server.local_provider.list_tools()).result()
+    return frozenset(tool.name for tool in tools)
+
+
+def check_canned_queries(
+    cursor: duckdb.DuckDBPyConnection, canned: dict[str, CannedQuery], reserved: frozenset[str]
+) -> None:
+    """Refuse, naming it, a canned query with a bad name, the name of one of the server's own
+    tools (``reserved``), or SQL the gate would refuse."""
     for name, query in canned.items():
-        if not _NAME.match(name) or name in RESERVED:
+        if not _NAME.match(name) or name in reserved:
             raise ValueError(
                 f"canned query {name!r}: names are lower-case letters, digits and '_' (starting "
-                f"with a letter, at most 48) and not one of {sorted(RESERVED)}"
+                f"with a letter, at most 48) and not one of {sorted(reserved)}"
             )
         try:
             check_statement(cursor, query.sql)
@@ -112,9 +122,7 @@ class CannedQueryTool(Tool):
         try:
             values = self.model.model_validate(arguments).model_dump()
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
-            )
+            problems = describe_errors(exc, "arguments")
             raise ToolError(f"Invalid arguments for {self.name}: {problems}.") from None
         rows = min(self.query.max_rows or self.limits.max_rows, self.limits.max_rows)
         timeout = min(

@@ -15,7 +15,6 @@ import duckdb
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.tools import ToolResult
-from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from servers.charts.plan import (
@@ -38,13 +37,12 @@ from servers.charts.points import collect
 from servers.charts.queries import Query, first_query, follow_up
 from servers.charts.render import Chart, ChartData, ChartRenderer, RenderTimeout
 from servers.charts.view import chart_content, result_view
+from servers.conventions import READ_ONLY
 from servers.results import Column, Rows, relation_columns
 from servers.settings import GatewaySettings
 from servers.sql.engine import Engine
 from servers.sql.gate import RefusedStatement, check_statement
 from servers.sql.query import run_query
-
-READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 
 Guard = Callable[[Awaitable[Any]], Awaitable[Any]]
 

@@ -24,8 +24,8 @@ from typing import Generic, TypeVar
 import anyio
 import duckdb
 
-from servers.sample_data import ensure_sample_database
-from servers.settings import PROJECT_ROOT, GatewaySettings, SqlSettings
+from servers.leftovers import own_folder, remove_leftovers
+from servers.settings import PIPELINE_OUTPUTS, PROJECT_ROOT, GatewaySettings, SqlSettings
 from servers.sql.gate import RefusedStatement, parser_message
 
 T = TypeVar("T")
@@ -38,7 +38,7 @@ _MAX_MESSAGE = 600
 # checks the name as written against allowed_directories before resolving it through
 # file_search_path, so the relative prefix is allowed too (it would also match a directory of that
 # name in the working directory, which the gateway never creates).
-PIPELINE_OUTPUTS = "pipeline_outputs/"
+_PIPELINE_OUTPUTS_PREFIX = f"{PIPELINE_OUTPUTS}/"
 
 
 class QueryTimeout(TimeoutError):
@@ -90,7 +90,7 @@ def open_connection(
         # Runtime SETs, in this order: the temp size is only enforced when SET at runtime, and
         # external access locks itself (and the allowed directories) once turned off.
         directories = [str(p.resolve()) + "/" for p in readable]
-        allowed = [*directories, PIPELINE_OUTPUTS]
+        allowed = [*directories, _PIPELINE_OUTPUTS_PREFIX]
         con.execute(f"SET temp_directory = {sql_literal(str(scratch_dir))}")
         con.execute(
             f"SET max_temp_directory_size = {sql_literal(settings.max_temp_directory_size)}"
@@ -125,16 +125,17 @@ def _already_hardened(con: duckdb.DuckDBPyConnection) -> bool:
 class Engine:
     """One hardened connection shared by every caller; a fresh cursor per call."""
 
-    def __init__(
-        self, database: Path, settings: SqlSettings, data_dir: Path, readable: list[Path] = ()
-    ):
+    def __init__(self, database: Path, gateway_settings: GatewaySettings):
+        settings = gateway_settings.sql
         self.database = database
         self.settings = settings
-        self.outputs_dir = data_dir / "outputs"
+        self.outputs_dir = gateway_settings.outputs_dir
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
-        self.readable = [self.outputs_dir, *readable]
-        # One spill folder per process: replicas may share a data directory.
-        scratch = data_dir / "scratch" / str(os.getpid())
+        self.readable = [self.outputs_dir, *settings.readable_directories]
+        # One spill folder per process (replicas may share a data directory); those of
+        # processes that have ended go.
+        remove_leftovers(gateway_settings.scratch_dir)
+        scratch = own_folder(gateway_settings.scratch_dir)
         # Queries, result spools and DuckDB's own threads (started by the thread that opens the
         # database, whose niceness they inherit) run with worker_nice added: under load, a
         # heavy query takes the CPU the event loop and fast calls leave over.
@@ -147,17 +148,17 @@ class Engine:
         opening = self._threads.submit(open_connection, database, settings, scratch, self.readable)
         self.connection = opening.result()
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
-        self._hidden_paths = _paths_to_hide(database, data_dir, self.readable)
+        self._hidden_paths = _paths_to_hide(
+            database, gateway_settings.data_dir, self.readable, scratch
+        )
 
     @classmethod
     def open(cls, settings: GatewaySettings) -> Engine:
         """The engine over the configured database, or the sample one (built if missing)."""
-        database = settings.sql.database or ensure_sample_database(settings.data_dir)
-        if not Path(database).is_file():
+        database = settings.database()
+        if not database.is_file():
             raise FileNotFoundError(f"the database file {database} does not exist")
-        return cls(
-            Path(database), settings.sql, settings.data_dir, list(settings.sql.readable_directories)
-        )
+        return cls(database, settings)
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
@@ -271,8 +272,11 @@ class Engine:
         return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
 
 
-def _paths_to_hide(database: Path, data_dir: Path, readable: list[Path]) -> list[tuple[str, str]]:
+def _paths_to_hide(
+    database: Path, data_dir: Path, readable: list[Path], scratch: Path
+) -> list[tuple[str, str]]:
     pairs = [(str(database.resolve()), "<database>"), (str(database), "<database>")]
+    pairs += [(str(scratch.resolve()), "<scratch>"), (str(scratch), "<scratch>")]
     pairs += [(str(p.resolve()), "<readable>") for p in readable]
     pairs += [(str(data_dir.resolve()), "<data>"), (str(PROJECT_ROOT), "<server>")]
     pairs += [(str(Path.home()), "<home>")]

@@ -10,7 +10,6 @@ result and in bytes overall, and only a few results are stored at once.
 from __future__ import annotations
 
 import io
-import os
 import secrets
 import shutil
 import threading
@@ -24,6 +23,7 @@ from typing import Literal
 import duckdb
 
 from servers.lazy import lazy_module
+from servers.leftovers import own_folder, remove_leftovers
 from servers.results import Column, cap_rows
 from servers.settings import SqlSettings
 
@@ -64,8 +64,8 @@ class ResultStore:
     def __init__(self, root: Path, settings: SqlSettings, uri_prefix: str = "sql://results/"):
         # A directory of its own under root: replicas (and several servers in one process) may
         # share a data directory. Handles do not survive their process: its leftovers go.
-        _remove_leftovers(root)
-        self.directory = root / f"{os.getpid()}-{secrets.token_hex(4)}"
+        remove_leftovers(root)
+        self.directory = own_folder(root, secrets.token_hex(4))
         self.directory.mkdir(parents=True)
         weakref.finalize(self, shutil.rmtree, self.directory, True)
         self.settings = settings
@@ -256,24 +256,6 @@ class ResultStore:
             result.stop.set()
             if result.done:
                 shutil.rmtree(result.directory, ignore_errors=True)
-
-
-def _remove_leftovers(root: Path) -> None:
-    """Delete the stores of processes that no longer run."""
-    for directory in root.glob("*-*") if root.is_dir() else ():
-        pid = directory.name.split("-", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _chain(first: list[pa.RecordBatch], reader: Iterable[pa.RecordBatch]):

@@ -11,15 +11,16 @@ from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.prompts import Message
 from fastmcp.tools import ToolResult
-from mcp.types import InputRequiredResult, TextContent, ToolAnnotations
+from mcp.types import InputRequiredResult, TextContent
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
+from servers.conventions import READ_ONLY
 from servers.lookup import Server
 from servers.results import markdown_table
 from servers.settings import CannedQuery, GatewaySettings, SqlSettings
-from servers.sql.canned import CannedQueryTool, check_canned_queries
+from servers.sql.canned import CannedQueryTool, check_canned_queries, tool_names
 from servers.sql.catalog import CHEAT_SHEET, columns, describe, statistics, tables
 from servers.sql.chart import add_chart_tools
 from servers.sql.engine import Engine, QueryFailed, QueryTimeout
@@ -28,12 +29,11 @@ from servers.sql.query import QueryResult, current_context, run_query
 from servers.sql.result_store import ResultStore, UnknownResult
 from servers.sql.summary import with_summary
 
-READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
-
 
 class SqlControl:
     """What the admin server changes in a running sql server: its canned-query tools (reload)
-    and its stored results (clear_caches)."""
+    and its stored results (clear_caches). Made once the server's own tools are registered:
+    their names are the ones a canned query cannot take."""
 
     def __init__(
         self, server: FastMCP, engine: Engine, limits: SqlSettings, store: ResultStore, answer
@@ -44,6 +44,7 @@ class SqlControl:
         self.store = store
         self._answer = answer
         self.canned: dict[str, CannedQuery] = {}
+        self.reserved = tool_names(server)
 
     # Everything else of the sql settings is fixed when the database opens.
     reloads: ClassVar[frozenset[str]] = frozenset({"sql.canned_queries"})
@@ -53,7 +54,7 @@ class SqlControl:
         """The new canned queries; raises ValueError, naming the query, for one refused."""
         canned = new.sql.canned_queries
         with self.engine.connection.cursor() as cursor:
-            check_canned_queries(cursor, canned)
+            check_canned_queries(cursor, canned, self.reserved)
         return canned
 
     async def apply(self, canned: dict[str, CannedQuery]) -> list[str]:
@@ -102,10 +103,9 @@ def build_server(
     engine = engine or Engine.open(settings)
     limits = settings.sql
     prefix = f"sql://{namespace}/results/" if namespace else "sql://results/"
-    store = ResultStore(settings.data_dir / "results", limits, prefix)
+    store = ResultStore(settings.results_dir, limits, prefix)
     with engine.connection.cursor() as cursor:
         table_names = [t["name"] for t in tables(cursor, None, "names")]
-        check_canned_queries(cursor, limits.canned_queries)
     mcp = Server("sql", instructions=_instructions(settings, table_names), mask_error_details=True)
 
     async def answer(
@@ -246,6 +246,7 @@ def build_server(
             raise ToolError(str(exc)) from None
 
     control = SqlControl(mcp, engine, limits, store, answer)
+    control.check(settings)
     control.replace(limits.canned_queries)
 
     @mcp.resource("sql://tables", mime_type="application/json")

@@ -20,13 +20,13 @@ from mcp.types import (
     TextContent,
 )
 
+from servers.conventions import stateless_era
 from servers.results import Rows
 
 R = TypeVar("R", bound=Rows)
 SUMMARY_KEY = "summary"
 MAX_SAMPLE_BYTES = 20_000
 MAX_TOKENS = 400
-MODERN = "2026-07-28"
 SUMMARY_NOTE = "Summary written by the client's model."
 
 
@@ -78,7 +78,7 @@ async def with_summary(ctx: Context, sql: str, result: R) -> R | InputRequiredRe
         )
         return result.model_copy(update={"summary_note": note})
     request = sampling_request(sql, result)
-    if ctx.request_context.protocol_version >= MODERN:
+    if stateless_era(ctx.request_context.protocol_version):
         return InputRequiredResult(
             result_type="input_required", input_requests={SUMMARY_KEY: request}
         )
