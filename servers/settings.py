@@ -277,8 +277,8 @@ class BackendConfig(_Section):
     max_catalog_bytes: int = Field(
         20_000_000,
         ge=10_000,
-        description="Largest answer of this backend to a catalog "
-        "request (one page of tools, resources or prompts); a larger one is cut off unread.",
+        description="Most bytes the backend's catalog may take (all its pages over HTTP, one "
+        "message over stdio); past it the answer is cut off unread and the backend is down.",
     )
 
     # Claude Desktop and others write "type" where fastmcp writes "transport".
