@@ -8,7 +8,8 @@ report (machine, each module's status, wall-clock time and report) is written to
 bench/results/<date>.json (<date>-quick.json with --quick), and one summary line per module is
 printed. bench_throughput is skipped, saying so, when `wrk` is not installed. A module that
 fails is reported with the end of its stderr, and the others still run. The full run takes
-about 10 minutes (--quick: about 5), plus building the TPC-H database the first time.
+about 10 minutes (--quick: about 5), plus building the TPC-H database the first time, plus
+bench_startup's 4-7 minutes (it makes its peers' venvs under data/bench-peers the first time).
 """
 
 import argparse
