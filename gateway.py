@@ -27,6 +27,7 @@ from servers.gateway.auth import build_auth, insecure_bind_refusal, new_token
 from servers.gateway.clients import clients_command
 from servers.gateway.http import uvicorn_options
 from servers.gateway.limits import BodyLimit, ClientLimits
+from servers.gateway.listing import ClientListing, LeanListing, client_filter
 from servers.gateway.metrics import install_metrics
 from servers.gateway.policy import ScopePolicy, Scopes
 from servers.gateway.tool_schemas import ToolSchemas
@@ -40,9 +41,10 @@ from servers.sql import server as sql
 from servers.sql.engine import Engine
 
 INSTRUCTIONS = """\
-A data gateway. Namespaces: sql_* (read-only SQL over a DuckDB database; start with \
-sql_list_tables), pipelines_* (vetted Hamilton dataflows; start with pipelines_list_pipelines), \
-admin_* (service status), and one per remote backend ({backends})."""
+A data gateway. sql_*: read-only SQL over a DuckDB database (start with sql_list_tables; DuckDB \
+tips: the sql://sql/cheatsheet resource). pipelines_*: vetted dataflows (start with \
+pipelines_list_pipelines). admin_*: service status (admin_status){admin}. Remote backends: \
+{backends}."""
 
 
 def create_gateway(
@@ -60,7 +62,12 @@ def create_gateway(
     auth = build_auth(settings.auth)
     gateway = Server(
         "gateway",
-        instructions=INSTRUCTIONS.format(backends=", ".join(f"{b}_*" for b in backends) or "none"),
+        instructions=INSTRUCTIONS.format(
+            backends=", ".join(f"{b}_*" for b in backends) or "none",
+            admin=", callable by name, listed to admin tokens only"
+            if "admin" in settings.tool_search.unlisted_namespaces
+            else "",
+        ),
         mask_error_details=True,
         auth=auth.provider if auth else None,
     )
@@ -70,6 +77,8 @@ def create_gateway(
     gateway.add_middleware(AuditMiddleware(audit))
     gateway.add_middleware(limits)
     gateway.add_middleware(ScopePolicy(scopes))
+    unlisted = settings.tool_search.unlisted_namespaces
+    gateway.add_middleware(ClientListing(scopes, unlisted))
     sql_server, sql_control = sql.build_server(settings, engine, namespace="sql")
     gateway.mount(sql_server, namespace="sql")
     # Background pipeline runs: the tasks extension lives on the root, the server that serves.
@@ -95,7 +104,8 @@ def create_gateway(
     install_admin_controls(admin_server, gateway, remote, runtime, pipelines_control)
     # SEP-2243 header checks from cached schemas: no tools/list of every backend per call.
     ToolSchemas(remote.schema_for).install(gateway)
-    gateway.add_transform(ToolSearch(settings.tool_search))
+    gateway.add_transform(LeanListing())
+    gateway.add_transform(ToolSearch(settings.tool_search, client_filter(scopes, unlisted)))
     return gateway
 
 
