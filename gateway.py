@@ -33,7 +33,7 @@ from servers.gateway.policy import ScopePolicy, Scopes
 from servers.gateway.tool_schemas import ToolSchemas
 from servers.gateway.tool_search import CALL_TOOL, SEARCH_TOOL, ToolSearch
 from servers.health import Health
-from servers.lookup import Server
+from servers.lookup import Server, Suggestions
 from servers.pipelines import server as pipelines
 from servers.pipelines.registry import PipelineError
 from servers.settings import GatewaySettings
@@ -79,6 +79,7 @@ def create_gateway(
     gateway.add_middleware(ScopePolicy(scopes))
     unlisted = settings.tool_search.unlisted_namespaces
     gateway.add_middleware(ClientListing(scopes, unlisted))
+    gateway.add_middleware(Suggestions(client_filter(scopes, [])))
     sql_server, sql_control = sql.build_server(settings, engine, namespace="sql")
     gateway.mount(sql_server, namespace="sql")
     # Background pipeline runs: the tasks extension lives on the root, the server that serves.

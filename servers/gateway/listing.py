@@ -5,6 +5,7 @@ anything, so the listing is kept lean without changing what a call accepts:
 
 - optional parameters are listed as their type alone (``{"type": "integer"}``), not as
   ``anyOf: [{...}, {"type": "null"}]`` with ``default: null``; a null is still accepted;
+  generated titles ("title": "Min Flights") are not listed;
 - ``additionalProperties: false`` is not listed (a call with an unknown argument is still
   refused, and the refusal names the expected arguments);
 - an output schema that says nothing (any object) is not sent, and the others go without their
@@ -36,13 +37,20 @@ _NAMED = ("properties", "$defs", "definitions")  # maps whose keys are names, no
 _ANNOTATIONS = ("description", "title", "default")  # keywords that validate nothing
 
 
-def compact_schema(schema: Any) -> Any:
-    """The schema with optional-or-null properties listed as their type alone (recursively)."""
+def compact_schema(schema: Any, named: bool = False) -> Any:
+    """The schema with optional-or-null properties listed as their type alone, and without
+    generated titles (recursively; a property called "title" stays)."""
     if isinstance(schema, list):
         return [compact_schema(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    compacted = {key: compact_schema(value) for key, value in schema.items()}
+    if named:
+        return {name: compact_schema(sub) for name, sub in schema.items()}
+    compacted = {
+        key: compact_schema(value, named=key in _NAMED)
+        for key, value in schema.items()
+        if key != "title"
+    }
     branches = compacted.get("anyOf")
     if (
         isinstance(branches, list)

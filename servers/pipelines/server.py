@@ -33,7 +33,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from pipelines import Pipeline, registry
-from servers.lookup import Server
+from servers.lookup import NotFoundHere, Server
 from servers.pipelines.chart import add_pipeline_chart_tool
 from servers.pipelines.pool import RunWorkers
 from servers.pipelines.registry import (
@@ -402,7 +402,10 @@ def build_server(
     @mcp.resource("pipelines://{name}/dag", mime_type="text/plain")
     def dag(name: str) -> str:
         """The DAG of a pipeline as Mermaid flowchart text."""
-        return mermaid(runner.get(name))
+        try:
+            return mermaid(runner.get(name))
+        except ToolError as exc:  # no such pipeline: the client's parameter (-32602)
+            raise NotFoundHere(str(exc)) from None
 
     return mcp, PipelinesControl(runner, settings.data_dir / "pipeline_cache")
 

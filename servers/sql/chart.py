@@ -73,7 +73,8 @@ def add_chart_tools(
 
         try:
             with anyio.fail_after(budget):  # all the queries together; each also has its own
-                columns, statement = await guarded(engine.run(lambda c: _source(c, sql), budget))
+                source = engine.run(lambda c: _source(c, sql), budget)
+                columns, statement = await guarded(source, sql)
                 plan = resolve(request, columns, charts)
                 query = first_query(plan, statement, charts)
                 page = await fetch(query)

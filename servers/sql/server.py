@@ -16,7 +16,7 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from servers.lookup import Server
+from servers.lookup import NotFoundHere, Server
 from servers.results import markdown_table
 from servers.settings import CannedQuery, GatewaySettings, SqlSettings
 from servers.sql.canned import CannedQueryTool, check_canned_queries
@@ -24,6 +24,7 @@ from servers.sql.catalog import CHEAT_SHEET, columns, describe, statistics, tabl
 from servers.sql.chart import add_chart_tools
 from servers.sql.engine import Engine, QueryFailed, QueryTimeout
 from servers.sql.gate import RefusedStatement, check_statement
+from servers.sql.hints import teach
 from servers.sql.query import QueryResult, current_context, run_query
 from servers.sql.result_store import ResultStore, UnknownResult
 from servers.sql.summary import with_summary
@@ -110,7 +111,7 @@ def build_server(
         ctx: Context | None,
     ) -> ToolResult:
         running = run_query(engine, store, sql, params, rows_cap, timeout_s, ctx, tokens)
-        result = await guarded(running)
+        result = await guarded(running, sql)
         return render(result, format)
 
     if limits.allow_ad_hoc_sql:
@@ -136,7 +137,7 @@ def build_server(
             budget = min(timeout_s or limits.query_timeout_s, limits.query_timeout_s)
             ctx = current_context()
             result = await guarded(
-                run_query(engine, store, sql, None, rows_cap, budget, ctx, tokens)
+                run_query(engine, store, sql, None, rows_cap, budget, ctx, tokens), sql
             )
             if summarize:
                 result = await with_summary(ctx, sql, result)
@@ -154,7 +155,7 @@ def build_server(
                 rows = cursor.sql(f"EXPLAIN {sql}").fetchall()
                 return "\n".join(row[1] for row in rows)
 
-            return await guarded(engine.run(plan))
+            return await guarded(engine.run(plan), sql)
 
         add_chart_tools(mcp, engine, settings, guarded)
 
@@ -219,12 +220,18 @@ def build_server(
     @mcp.resource("sql://tables/{table}/schema", mime_type="application/json")
     async def table_schema(table: str) -> list[dict]:
         """The columns of one table: name, type, nullability, comment."""
-        return await guarded(engine.run(lambda cursor: columns(cursor, table, strict=True)))
+        try:
+            return await guarded(engine.run(lambda cursor: columns(cursor, table, strict=True)))
+        except ToolError as exc:  # no such table: the client's parameter (-32602)
+            raise NotFoundHere(str(exc)) from None
 
     @mcp.resource("sql://results/{result_id}{?offset,limit}", mime_type="application/json")
     async def result_page(result_id: str, offset: int = 0, limit: int = limits.max_rows) -> dict:
         """One page of a stored query result; `next_offset` names the next page."""
-        return await read_page(result_id, offset, limit)
+        try:
+            return await read_page(result_id, offset, limit)
+        except ToolError as exc:  # unknown or expired handle: the client's parameter (-32602)
+            raise NotFoundHere(str(exc)) from None
 
     @mcp.resource("sql://cheatsheet", mime_type="text/markdown")
     def cheat_sheet() -> str:
@@ -293,18 +300,19 @@ def render(result: QueryResult, format: str) -> ToolResult:
     return ToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
 
 
-async def guarded(awaitable):
-    """Await a database call, turning every refusal or failure into an actionable ToolError."""
+async def guarded(awaitable, sql: str | None = None):
+    """Await a database call, turning every refusal or failure into an actionable ToolError;
+    with the statement, a slip from another SQL dialect gets the DuckDB way (hints.teach)."""
     try:
         return await awaitable
     except RefusedStatement as exc:
-        raise ToolError(str(exc)) from None
+        raise ToolError(teach(str(exc), sql) if sql else str(exc)) from None
     except QueryTimeout as exc:
         raise ToolError(
             f"{exc} Narrow it with WHERE, aggregate, or add LIMIT; check its plan with sql_explain."
         ) from None
     except QueryFailed as exc:
-        raise ToolError(str(exc)) from None
+        raise ToolError(teach(str(exc), sql) if sql else str(exc)) from None
 
 
 async def _in_thread(function, *args):
