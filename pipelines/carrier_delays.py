@@ -46,11 +46,11 @@ class Inputs(BaseModel):
 
     start_date: datetime.date = Field(
         default=datetime.date(2013, 1, 1),
-        description="First departure date (data: 2013).",
+        description="Data: 2013.",
     )
     end_date: datetime.date = Field(
         default=datetime.date(2013, 12, 31),
-        description="Last departure date, inclusive.",
+        description="Inclusive.",
     )
     origin: Origin | None = Field(
         default=None,
@@ -59,7 +59,7 @@ class Inputs(BaseModel):
     min_flights: int = Field(
         default=100,
         ge=1,
-        description="Fewer: left out of the ranking.",
+        description="Fewer: not ranked.",
     )
 
 

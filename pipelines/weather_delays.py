@@ -75,13 +75,13 @@ class Inputs(BaseModel):
     )
     weather_variable: WeatherVariable = Field(
         default="visib",
-        description="Bucket flights by this, at their origin and hour.",
+        description="At departure.",
     )
     n_buckets: int = Field(
         default=5,
         ge=2,
         le=_MAX_BUCKETS,
-        description="Value ranges (fewer if fewer distinct values).",
+        description="Ranges of the variable.",
     )
 
 

@@ -413,7 +413,7 @@ def build_server(
 def run_tool_description(pipeline: LoadedPipeline) -> str:
     """The first paragraph of the pipeline's description; the rest is in describe_pipeline."""
     summary = " ".join(pipeline.description.split("\n\n")[0].split())
-    return f"{summary} Returns its outputs; details: pipelines_describe_pipeline."
+    return f"{summary} Details: pipelines_describe_pipeline."
 
 
 def _database(settings: GatewaySettings) -> Path:
