@@ -31,10 +31,10 @@ if TYPE_CHECKING:
     from servers.gateway.startup import StartupFacts
 
 INSTRUCTIONS = """\
-A data gateway. Namespaces: sql_* (read-only SQL over a DuckDB database; start with \
-sql_list_tables), pipelines_* (vetted Hamilton dataflows; start with pipelines_list_pipelines), \
-admin_* (service status), and one namespace per remote backend your token allows (see \
-tools/list)."""
+A data gateway. sql_*: read-only SQL over a DuckDB database (start with sql_list_tables; DuckDB \
+tips: the sql://sql/cheatsheet resource). pipelines_*: vetted dataflows (start with \
+pipelines_list_pipelines). admin_*: service status (admin_status){admin}. Each remote backend \
+your token allows has a namespace of its own (see tools/list)."""
 
 
 def create_gateway(
@@ -62,6 +62,7 @@ def compose(
     from servers.gateway.auth import build_auth
     from servers.gateway.check import table_count
     from servers.gateway.limits import ClientLimits
+    from servers.gateway.listing import ClientListing, LeanListing, client_filter
     from servers.gateway.metrics import install_metrics
     from servers.gateway.owners import ResultOwners, ResultOwnership
     from servers.gateway.policy import ScopePolicy, Scopes
@@ -69,7 +70,7 @@ def compose(
     from servers.gateway.tool_schemas import ToolSchemas
     from servers.gateway.tool_search import CALL_TOOL, SEARCH_TOOL, ToolSearch
     from servers.health import Health
-    from servers.lookup import Server
+    from servers.lookup import Server, Suggestions
     from servers.pipelines import server as pipelines
     from servers.sql import server as sql
     from servers.sql.engine import Engine
@@ -81,7 +82,12 @@ def compose(
     gateway = Server(
         name,
         version=version,
-        instructions=INSTRUCTIONS,  # names no backend: not every client may see every one
+        # Names no backend: not every client may see every one.
+        instructions=INSTRUCTIONS.format(
+            admin=", callable by name, listed to admin tokens only"
+            if "admin" in settings.tool_search.unlisted_namespaces
+            else "",
+        ),
         mask_error_details=True,
         auth=auth.provider if auth else None,
     )
@@ -93,6 +99,9 @@ def compose(
     gateway.add_middleware(ScopePolicy(scopes))
     gateway.result_owners = ResultOwners()  # stored results belong to their caller
     gateway.add_middleware(ResultOwnership(gateway.result_owners))
+    unlisted = settings.tool_search.unlisted_namespaces
+    gateway.add_middleware(ClientListing(scopes, unlisted))
+    gateway.add_middleware(Suggestions(client_filter(scopes, [])))
     sql_server, sql_control = sql.build_server(settings, engine, namespace="sql")
     gateway.mount(sql_server, namespace="sql")
     # Background pipeline runs: the tasks extension lives on the root, the server that serves.
@@ -114,7 +123,8 @@ def compose(
     install_admin_controls(admin_server, gateway, remote, runtime, sql_control, pipelines_control)
     # SEP-2243 header checks from cached schemas: no tools/list of every backend per call.
     ToolSchemas(remote.schema_for).install(gateway)
-    gateway.add_transform(ToolSearch(settings.tool_search))
+    gateway.add_transform(LeanListing())
+    gateway.add_transform(ToolSearch(settings.tool_search, client_filter(scopes, unlisted)))
 
     @gateway.custom_route("/", methods=["GET"])
     async def home(request):  # what a person with a browser sees: no auth, no secrets

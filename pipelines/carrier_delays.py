@@ -49,21 +49,20 @@ class Inputs(BaseModel):
 
     start_date: datetime.date = Field(
         default=datetime.date(2013, 1, 1),
-        description="First scheduled departure date included (the sample data covers 2013).",
+        description="Data: 2013.",
     )
     end_date: datetime.date = Field(
         default=datetime.date(2013, 12, 31),
-        description="Last scheduled departure date included; must not be before start_date.",
+        description="Inclusive.",
     )
     origin: Origin | None = Field(
         default=None,
-        description="New York origin airport (EWR, JFK or LGA); null for all three.",
+        description="Omit for all three.",
     )
     min_flights: int = Field(
         default=100,
         ge=1,
-        description="Carriers with fewer flights than this in the range are left out of the "
-        "ranking (they stay in the monthly tables).",
+        description="Fewer: not ranked.",
     )
 
 

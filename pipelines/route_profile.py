@@ -50,11 +50,11 @@ _AIRPORT_CODE = re.compile(r"^[A-Z0-9]{3}$")
 class Inputs(BaseModel):
     """User inputs of the route_profile pipeline."""
 
-    origin: Origin = Field(default="JFK", description="New York origin airport: EWR, JFK or LGA.")
+    origin: Origin = Field(default="JFK", description="New York airport.")
     dest: str = Field(
         default="LAX",
         pattern=r"^[A-Z0-9]{3}$",
-        description="Destination airport as a three-letter upper-case FAA code, e.g. LAX, ATL.",
+        description="FAA code, e.g. ATL.",
     )
 
 

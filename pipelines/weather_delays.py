@@ -74,20 +74,17 @@ class Inputs(BaseModel):
 
     origin: Origin | None = Field(
         default=None,
-        description="New York origin airport (EWR, JFK or LGA); null for all three.",
+        description="Omit for all three.",
     )
     weather_variable: WeatherVariable = Field(
         default="visib",
-        description="Weather variable to bucket flights by: visib (miles), wind_speed or "
-        "wind_gust (mph), precip (inches), temp or dewp (degrees F), humid (percent), "
-        "pressure (millibars).",
+        description="At departure.",
     )
     n_buckets: int = Field(
         default=5,
         ge=2,
         le=_MAX_BUCKETS,
-        description="Number of value ranges to split the flights into (2-20); fewer if the "
-        "variable has fewer distinct values.",
+        description="Ranges of the variable.",
     )
 
 

@@ -66,10 +66,9 @@ def create_server(settings: object = None) -> FastMCP:
     def convert_units(
         value: float,
         from_unit: Annotated[str, Field(description="e.g. mi, km, nmi, mph, kn, F, C, lb")],
-        to_unit: Annotated[str, Field(description="A unit of the same dimension.")],
+        to_unit: Annotated[str, Field(description="Same dimension as from_unit.")],
     ) -> dict:
-        """Convert a quantity between units of distance, speed, mass or temperature.
-        Units are listed in the demo://units resource."""
+        """Convert a distance, speed, mass or temperature; returns value and unit."""
         try:
             result = convert(value, from_unit, to_unit)
         except ValueError as exc:
@@ -83,7 +82,7 @@ def create_server(settings: object = None) -> FastMCP:
         lat2: Annotated[float, Field(ge=-90, le=90)],
         lon2: Annotated[float, Field(ge=-180, le=180)],
     ) -> dict:
-        """Great-circle distance between two points (degrees), in km, miles and nautical miles."""
+        """Great-circle distance between two points in degrees; returns km, mi and nmi."""
         km = great_circle_km(lat1, lon1, lat2, lon2)
         return {"km": round(km, 3), "mi": round(km / 1.609344, 3), "nmi": round(km / 1.852, 3)}
 
@@ -91,9 +90,9 @@ def create_server(settings: object = None) -> FastMCP:
     def convert_time(
         time: Annotated[str, Field(description="ISO 8601 local time, e.g. 2013-01-01T05:15")],
         from_zone: Annotated[str, Field(description="IANA zone, e.g. America/New_York")],
-        to_zone: Annotated[str, Field(description="IANA zone, e.g. Europe/London")],
+        to_zone: Annotated[str, Field(description="IANA zone")],
     ) -> dict:
-        """Convert a local wall-clock time from one IANA time zone to another."""
+        """Convert a local time between IANA time zones; returns time and UTC offset."""
         try:
             moment = datetime.fromisoformat(time).replace(tzinfo=ZoneInfo(from_zone))
             converted = moment.astimezone(ZoneInfo(to_zone))
@@ -107,10 +106,10 @@ def create_server(settings: object = None) -> FastMCP:
 
     @mcp.tool(annotations=PURE)
     async def countdown(
-        seconds: Annotated[int, Field(ge=1, le=30, description="How long to count down.")],
+        seconds: Annotated[int, Field(ge=1, le=30)],
         ctx: Context,
     ) -> str:
-        """Count down one second at a time, reporting progress; useful to test long calls."""
+        """Count down seconds with progress reports (to test long calls)."""
         for done in range(seconds):
             await ctx.report_progress(done, seconds, f"{seconds - done} s left")
             await asyncio.sleep(1)
@@ -132,8 +131,9 @@ def create_server(settings: object = None) -> FastMCP:
         """Ask for the distance, flight time and time difference between two airports."""
         return (
             f"For a flight from {origin} to {destination}: look up both airports' coordinates "
-            "and time zones, give the great-circle distance in miles and km (distance tool), "
-            "and the local arrival time for a 09:00 departure (convert_time)."
+            "and time zones, give the great-circle distance in miles and km (this server's "
+            "distance tool), and the local arrival time for a 09:00 departure (its time "
+            "conversion tool)."
         )
 
     return mcp

@@ -36,7 +36,7 @@ class Rows(BaseModel):
     rows: list[list[Any]] = Field(description="Row values in column order, JSON-safe.")
     row_count: int = Field(description="Rows returned here.")
     truncated: bool = Field(description="True when a cap cut the result short.")
-    truncated_reason: Literal["rows", "bytes"] | None = None
+    truncated_reason: Literal["rows", "bytes", "tokens"] | None = None
     hint: str | None = Field(None, description="What to do when the result was cut.")
 
 
@@ -98,19 +98,32 @@ def _encoded(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, default=str).encode()
 
 
+BYTES_PER_TOKEN = 4  # the estimate of tokens used throughout: bytes of JSON / 4
+
+
+def estimated_tokens(value: Any) -> int:
+    """Tokens a model would read for value as compact JSON, estimated as bytes / 4."""
+    return -(-len(_encoded(value)) // BYTES_PER_TOKEN)
+
+
 def cap_rows(
     columns: Sequence[Column],
     rows: Iterable[Sequence[Any]],
     max_rows: int,
     max_bytes: int,
+    max_tokens: int | None = None,
 ) -> Rows:
-    """Take rows until max_rows or max_bytes of serialised JSON; say which cap cut them.
+    """Take rows until max_rows, max_bytes of serialised JSON, or max_tokens estimated tokens
+    (bytes / 4) of it; say which cap cut them.
 
     ``rows`` may hold more than max_rows (callers fetch max_rows + 1 to learn whether there is
     more); it is consumed lazily.
     """
     kept: list[list[Any]] = []
-    reason: Literal["rows", "bytes"] | None = None
+    reason: Literal["rows", "bytes", "tokens"] | None = None
+    size_cap, size_reason = max_bytes, "bytes"
+    if max_tokens is not None and max_tokens * BYTES_PER_TOKEN < max_bytes:
+        size_cap, size_reason = max_tokens * BYTES_PER_TOKEN, "tokens"
     for row in rows:
         if len(kept) == max_rows:
             reason = "rows"
@@ -119,13 +132,13 @@ def cap_rows(
     # The page's size counts each row's JSON plus one byte. Encoding the whole page at once is
     # never smaller than that (", " between rows), so when it fits, every row does: the common
     # case costs one encoding instead of one per row. Otherwise find the row that passes the cap.
-    if len(_encoded(kept)) > max_bytes:
+    if len(_encoded(kept)) > size_cap:
         size = 2
         for index, values in enumerate(kept):
             size += len(_encoded(values)) + 1
-            if size > max_bytes:
+            if size > size_cap:
                 del kept[index:]
-                reason = "bytes"
+                reason = size_reason
                 break
     hint = None
     if reason == "rows":
@@ -137,6 +150,11 @@ def cap_rows(
         hint = (
             f"The result passed {max_bytes} bytes after {len(kept)} rows. Select fewer or "
             "narrower columns, or aggregate."
+        )
+    elif reason == "tokens":
+        hint = (
+            f"Only the first {len(kept)} rows are shown (about {max_tokens} tokens). Select "
+            "fewer columns, aggregate (GROUP BY), or filter with WHERE."
         )
     return Rows(
         columns=list(columns),

@@ -131,6 +131,12 @@ class SqlSettings(_Section):
     results_max_running: int = Field(
         2, ge=0, description="Large results being stored at once (0: never store results)."
     )
+    max_result_tokens: int = Field(
+        4000,
+        ge=100,
+        description="Most estimated tokens (bytes / 4) of rows the first page of a result "
+        "returns, besides max_rows and max_result_bytes.",
+    )
 
 
 class ChartSettings(_Section):
@@ -320,6 +326,11 @@ class ToolSearchSettings(_Section):
         50, ge=0, description="Visible tools above which the listing becomes search (0: never)."
     )
     max_results: int = Field(5, ge=1, description="Tools one search returns.")
+    unlisted_namespaces: list[str] = Field(
+        default_factory=lambda: ["admin"],
+        description="Namespaces whose tools tools/list leaves out unless the client's token "
+        "names the namespace's scope itself (not just '*'); they stay callable by name.",
+    )
 
 
 class AuthSettings(_Section):

@@ -217,9 +217,21 @@ async def test_without_ad_hoc_sql_there_are_no_chart_tools(data_dir: Path):
     assert not names & {"chart", "chart_view", "query"}
 
 
+@pytest.fixture(params=["auto", "legacy"])
+async def apps_client(request: pytest.FixtureRequest, gateway):
+    """A client that renders MCP apps (declares the extension), to which the view is listed."""
+    from fastmcp.apps.config import UI_EXTENSION_ID
+    from mcp.client import advertise
+
+    apps = advertise(UI_EXTENSION_ID, {"mimeTypes": ["text/html;profile=mcp-app"]})
+    async with Client(gateway, mode=request.param, extensions=[apps]) as connected:
+        yield connected
+
+
 async def test_the_apps_view_lists_its_renderer_and_renders_a_sortable_table_beside_the_chart(
-    client: Client,
+    apps_client: Client,
 ):
+    client = apps_client
     tools = {tool.name: tool for tool in await client.list_tools()}
     uri = tools["sql_chart_view"].meta["ui"]["resourceUri"]
     assert tools["sql_chart_view"].annotations.read_only_hint is True

@@ -31,6 +31,9 @@ ONE_CALL_PER_NAMESPACE = [
     ("demo_distance", {"lat1": 40.6398, "lon1": -73.7789, "lat2": 33.9425, "lon2": -118.4081}),
 ]
 
+# admin_status is called by name: admin_* is listed only to tokens naming the admin scope.
+LISTED = {name for name, _ in ONE_CALL_PER_NAMESPACE if not name.startswith("admin_")}
+
 
 @pytest.fixture(scope="module")
 def gateway_url(data_dir: Path):
@@ -53,7 +56,7 @@ def check_answers(name: str, structured: dict) -> None:
 async def test_fastmcp_client_lists_and_calls_every_namespace_over_http(gateway_url, mode):
     async with Client(gateway_url + "/mcp", mode=mode) as client:
         names = {tool.name for tool in await client.list_tools()}
-        assert {name for name, _ in ONE_CALL_PER_NAMESPACE} <= names
+        assert names >= LISTED
         for name, arguments in ONE_CALL_PER_NAMESPACE:
             result = await client.call_tool(name, arguments)
             check_answers(name, result.structured_content)
@@ -63,7 +66,7 @@ async def test_fastmcp_client_lists_and_calls_every_namespace_over_http(gateway_
 async def test_official_sdk_client_lists_and_calls_every_namespace(gateway_url, mode):
     async with mcp.Client(gateway_url + "/mcp", mode=mode) as client:
         names = {tool.name for tool in (await client.list_tools()).tools}
-        assert {name for name, _ in ONE_CALL_PER_NAMESPACE} <= names
+        assert names >= LISTED
         for name, arguments in ONE_CALL_PER_NAMESPACE:
             result = await client.call_tool(name, arguments)
             assert not result.is_error, result.content
@@ -173,7 +176,7 @@ async def test_gateway_over_stdio_serves_every_namespace_like_a_desktop_client(d
     async with Client(transport) as client:
         names = {tool.name for tool in await client.list_tools()}
         result = await client.call_tool("demo_distance", ONE_CALL_PER_NAMESPACE[3][1])
-    assert {name for name, _ in ONE_CALL_PER_NAMESPACE} <= names
+    assert names >= LISTED
     check_answers("demo_distance", result.structured_content)
 
 

@@ -148,14 +148,13 @@ def install_admin_controls(
 
     @admin.tool(annotations=ToolAnnotations(destructiveHint=True, openWorldHint=False))
     async def set_enabled(
-        component: Annotated[str, "A tool or prompt name, or a resource URI or URI template"],
-        enabled: Annotated[bool, "false: hide it from every client; true: show it again"],
-        confirm: Annotated[bool, "Skip the confirmation question (for hiding)"] = False,
+        component: Annotated[str, "Tool or prompt name, resource URI or template"],
+        enabled: bool,
+        confirm: Annotated[bool, "Skip the question"] = False,
         ctx: Context = None,  # type: ignore[assignment]
     ) -> dict | InputRequiredResult:
-        """Hide a tool, resource or prompt from every client at runtime (it can no longer be
-        listed or called), or show a hidden one again. Connected clients are told the list
-        changed. Hiding asks for confirmation. Admin components cannot be hidden."""
+        """Hide a tool, resource or prompt from every client (not listed, not callable), or
+        show it again. Asks for confirmation."""
         if component.startswith(("admin_", "admin://")):
             raise ToolError("Admin components cannot be hidden: that would lock the admin out.")
         if enabled:
@@ -186,18 +185,12 @@ def install_admin_controls(
 
     @admin.tool(annotations=ToolAnnotations(destructiveHint=True, openWorldHint=False))
     async def reload(
-        confirm: Annotated[bool, "Skip the confirmation question"] = False,
+        confirm: Annotated[bool, "Skip the question"] = False,
         ctx: Context = None,  # type: ignore[assignment]
     ) -> dict | InputRequiredResult:
-        """Read the configuration again (config file, environment, tokens file) and apply, without
-        a restart or dropped sessions, what can change while running: the token sources
-        (tokens added or removed, JWT keys), tag scopes, limits, the sql canned queries (their
-        tools added, removed or replaced) and the remote backends (mcpServers entries added,
-        removed or replaced; a removed stdio backend's process is stopped). Connected clients
-        are told the lists changed. "needs_restart" names the changed settings only a restart
-        applies (e.g. sql.memory_limit, fixed when the database opens). An invalid config (bad
-        canned SQL, an invalid backend entry) is rejected with the reason and the old one stays
-        in full. Asks for confirmation, since removed tokens and backends stop working at once."""
+        """Apply the configuration again without a restart (tokens, scopes, limits, canned
+        queries, backends); returns what was applied and what needs a restart. An invalid
+        config is refused whole. Asks for confirmation."""
         ask = await confirmation(ctx, "Reload the gateway's configuration?", confirm)
         if ask is not None:
             return ask
@@ -210,12 +203,12 @@ def install_admin_controls(
 
     @admin.tool(annotations=ToolAnnotations(destructiveHint=True, openWorldHint=False))
     async def cancel_run(
-        run_id: Annotated[str, "The run_id of a background pipeline run (or its task id)"],
-        confirm: Annotated[bool, "Skip the confirmation question"] = False,
+        run_id: Annotated[str, "From pipelines_start_run"],
+        confirm: Annotated[bool, "Skip the question"] = False,
         ctx: Context = None,  # type: ignore[assignment]
     ) -> dict | InputRequiredResult:
-        """Stop any client's background pipeline run (its worker process is killed); a finished
-        run keeps its result. Returns the run's status afterwards. Asks for confirmation."""
+        """Stop any client's background pipeline run; returns its status. Asks for
+        confirmation."""
         ask = await confirmation(ctx, f"Cancel pipeline run {run_id!r}?", confirm)
         if ask is not None:
             return ask
@@ -226,16 +219,11 @@ def install_admin_controls(
 
     @admin.tool(annotations=ToolAnnotations(destructiveHint=True, openWorldHint=True))
     async def clear_caches(
-        confirm: Annotated[bool, "Skip the confirmation question"] = False,
+        confirm: Annotated[bool, "Skip the question"] = False,
         ctx: Context = None,  # type: ignore[assignment]
     ) -> dict | InputRequiredResult:
-        """Clear the gateway's caches. The remote backends' cached catalogs are fetched again
-        now (within their timeouts; clients are told of any change); every stored sql result
-        is dropped (its handle then answers as unknown, a result still being stored stops);
-        the pipelines' Hamilton caches are deleted (except those of pipelines running now).
-        Returns each backend's catalog state afterwards (fresh, stale, expired, or none when
-        it did not answer), how many sql results were dropped and which pipeline caches were
-        cleared. Asks for confirmation, since everything is computed afresh afterwards."""
+        """Refetch backend catalogs, drop stored sql results and pipeline caches; returns what
+        was cleared. Asks for confirmation."""
         ask = await confirmation(
             ctx,
             "Clear every cache (backend catalogs, stored sql results, pipeline caches)?",

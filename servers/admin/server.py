@@ -35,16 +35,9 @@ def create_server(
 
     @mcp.tool(annotations=READ_ONLY)
     async def status() -> dict:
-        """The gateway's version, uptime, and the health of every mounted namespace and remote
-        backend (up or down, with the reason when down). For a backend also: its circuit
-        (closed, open or half_open, and when it is retried), its catalog (fresh, stale or
-        expired), tool names shortened for clients ("renamed") and tools kept back by its
-        allow/deny lists. Overall status is "ready" when all are up, "degraded" when only
-        backends are down, "unready" when a local mount is down. "calls": per tool, resource
-        or prompt, the calls and errors since start and the p50/p99 latency in ms. "runs": the
-        pipeline runs in progress (direct calls and background tasks alike): pipeline,
-        started (UTC), state (waiting for a worker or running), worker_pid, node progress, and
-        for a background run its run_id (for cancel_run)."""
+        """Service status: ready, degraded or unready; health of each mount and backend (with
+        its circuit and catalog), calls and p50/p99 latency per tool, pipeline runs in
+        progress."""
         report = await health.report()
         if audit is not None:
             report["calls"] = audit.per_tool()
@@ -56,14 +49,13 @@ def create_server(
 
         @mcp.tool(annotations=READ_ONLY)
         async def recent_calls(
-            limit: Annotated[int, "Most calls returned, newest first (1-1000)"] = 50,
-            tool: Annotated[str | None, "Only calls of this tool, resource URI or prompt"] = None,
-            client: Annotated[str | None, "Only calls of this client"] = None,
-            errors_only: Annotated[bool, "Only calls that failed or were refused"] = False,
+            limit: Annotated[int, "1-1000"] = 50,
+            tool: Annotated[str | None, "A tool, resource URI or prompt"] = None,
+            client: str | None = None,
+            errors_only: bool = False,
         ) -> list[dict]:
-            """Recent calls from the audit log, newest first: time, client, kind (tool,
-            resource, prompt), name, argument summary (secrets redacted), duration_ms, outcome
-            ("ok" or "error") and error_class."""
+            """Recent calls from the audit log, newest first: client, name, arguments
+            (redacted), duration and outcome."""
             return audit.recent_calls(max(1, min(limit, 1000)), tool, client, errors_only)
 
     @mcp.custom_route("/health", methods=["GET"])

@@ -37,35 +37,25 @@ def _one_or_more(value: Any) -> Any:
 # as arguments (the LLM reads these descriptions).
 KindArg = Annotated[
     Literal["auto", "bar", "line", "scatter", "histogram"],
-    Field(
-        description="bar (values per category), line (over time or an ordered x), scatter (two "
-        "numbers), histogram (distribution of one number); auto picks from the column types."
-    ),
+    Field(description="auto: from column types."),
 ]
-XArg = Annotated[
-    str | None, Field(description="Column for the x axis (histogram: the values to count).")
-]
+XArg = Annotated[str | None, Field(description="Column.")]
 YArg = Annotated[
     list[str] | None,
     BeforeValidator(_one_or_more),
-    Field(description="Numeric column(s) for the y axis; several make several series."),
+    Field(description="Numeric columns."),
 ]
-SeriesArg = Annotated[
-    str | None, Field(description="Column whose values split the rows into coloured series.")
-]
+SeriesArg = Annotated[str | None, Field(description="Column of series.")]
 AggregateArg = Annotated[
     Aggregate | None,
-    Field(
-        description="bar and line only: GROUP BY x (and series) in SQL with this function of "
-        "y; count needs no y."
-    ),
+    Field(description="Of y per x."),
 ]
-BinsArg = Annotated[int | None, Field(ge=2, description="Histogram only: number of bins.")]
-TitleArg = Annotated[str | None, Field(max_length=200, description="Chart title.")]
-XLabelArg = Annotated[str | None, Field(max_length=100, description="x axis label.")]
-YLabelArg = Annotated[str | None, Field(max_length=100, description="y axis label.")]
-XUnitArg = Annotated[str | None, Field(max_length=30, description="Unit of x, e.g. 'km'.")]
-YUnitArg = Annotated[str | None, Field(max_length=30, description="Unit of y, e.g. 'min'.")]
+BinsArg = Annotated[int | None, Field(ge=2, description="Histogram bins.")]
+TitleArg = Annotated[str | None, Field(max_length=200)]
+XLabelArg = Annotated[str | None, Field(max_length=100)]
+YLabelArg = Annotated[str | None, Field(max_length=100)]
+XUnitArg = Annotated[str | None, Field(max_length=30, description="e.g. km")]
+YUnitArg = Annotated[str | None, Field(max_length=30)]
 
 
 class ChartRequest(BaseModel):

@@ -8,7 +8,7 @@ them; every tool also stays callable by name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastmcp.exceptions import ToolError
@@ -26,21 +26,26 @@ CALL_TOOL = "call_tool"
 class ToolSearch(BM25SearchTransform):
     """BM25 tool search that replaces the listing only when it is longer than the threshold."""
 
-    def __init__(self, settings: ToolSearchSettings) -> None:
+    def __init__(
+        self,
+        settings: ToolSearchSettings,
+        shown: Callable[[Sequence[Tool]], Sequence[Tool]] = list,
+    ) -> None:
         super().__init__(
             max_results=settings.max_results,
             search_tool_name=SEARCH_TOOL,
             call_tool_name=CALL_TOOL,
         )
         self.threshold = settings.threshold
+        self.shown = shown  # what the calling client is shown of a list (scopes, unlisted)
 
     async def transform_tools(self, tools: Sequence[Tool]) -> Sequence[Tool]:
         if not self.threshold or len(tools) <= self.threshold:
             return tools
-        # Visibility rules added after this transform have not been applied to ``tools`` yet:
-        # count what this client may actually see.
+        # Visibility rules added after this transform have not been applied to ``tools`` yet,
+        # nor the client's scopes: count what this client is actually shown.
         visible = await self.get_tool_catalog(get_context(), run_middleware=False)
-        if len(visible) <= self.threshold:
+        if len(self.shown(visible)) <= self.threshold:
             return tools
         return await super().transform_tools(tools)
 

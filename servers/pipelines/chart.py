@@ -47,7 +47,7 @@ def add_pipeline_chart_tool(mcp: FastMCP, runner: Any, settings: GatewaySettings
     @mcp.tool(annotations=READ_ONLY, output_schema=ChartData.model_json_schema())
     async def chart_output(
         name: PipelineName,
-        output: Annotated[str, Field(description="One of the pipeline's table outputs.")],
+        output: Annotated[str, Field(description="A table output.")],
         ctx: Context,
         inputs: PipelineInputs = None,
         kind: KindArg = "auto",
@@ -62,10 +62,7 @@ def add_pipeline_chart_tool(mcp: FastMCP, runner: Any, settings: GatewaySettings
         x_unit: XUnitArg = None,
         y_unit: YUnitArg = None,
     ) -> ToolResult:
-        """Run a pipeline and draw one of its table outputs as a chart (bar, line, scatter or
-        histogram, chosen from the column types when left out), with a title, axis labels and
-        units. Returns the PNG image, a one-line description of what it shows, and the plotted
-        rows as structured data. Inputs are checked exactly as for run_pipeline."""
+        """Run a pipeline and chart one table output, as sql_chart does."""
         request = ChartRequest(
             **{k: v for k, v in locals().items() if k in ChartRequest.model_fields}
         )

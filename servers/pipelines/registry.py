@@ -51,14 +51,9 @@ driver = lazy_module("hamilton.driver")
 log = logging.getLogger("gateway.pipelines")
 
 # The arguments of every tool that names a pipeline, its inputs and its outputs.
-PipelineName = Annotated[str, Field(description="A pipeline name from list_pipelines.")]
-PipelineInputs = Annotated[
-    dict[str, Any] | None,
-    Field(description="Input values by name; omitted inputs take their defaults."),
-]
-PipelineOutputs = Annotated[
-    list[str] | None, Field(description="Public outputs to compute; default all of them.")
-]
+PipelineName = Annotated[str, Field(description="From pipelines_list_pipelines.")]
+PipelineInputs = Annotated[dict[str, Any] | None, Field(description="By name; omitted: defaults.")]
+PipelineOutputs = Annotated[list[str] | None, Field(description="Default: all.")]
 
 INJECTED = {"db": duckdb.DuckDBPyConnection}
 

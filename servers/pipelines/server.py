@@ -34,7 +34,7 @@ from pydantic import Field
 
 from pipelines import Pipeline, registry
 from servers.conventions import READ_ONLY
-from servers.lookup import Server
+from servers.lookup import NotFoundHere, Server
 from servers.pipelines.chart import add_pipeline_chart_tool
 from servers.pipelines.pool import RunWorkers
 from servers.pipelines.registry import (
@@ -355,9 +355,10 @@ def build_server(
     mcp = Server(
         "pipelines",
         instructions=(
-            "Vetted Apache Hamilton dataflows over the database. list_pipelines shows each "
-            "pipeline's inputs and outputs; run one with its run_<name> tool or run_pipeline, "
-            "or start_run for a background run you follow with get_run. Runs stop after "
+            "Vetted Apache Hamilton dataflows over the database. pipelines_list_pipelines shows "
+            "each pipeline's inputs and outputs; run one with its pipelines_run_<name> tool or "
+            "pipelines_run_pipeline, or pipelines_start_run for a background run you follow "
+            "with pipelines_get_run. Runs stop after "
             f"{settings.pipelines.run_timeout_s:g} s unless configured otherwise; tables are "
             "capped like sql results."
         ),
@@ -369,15 +370,14 @@ def build_server(
 
     @mcp.tool(annotations=READ_ONLY)
     def list_pipelines() -> list[dict]:
-        """List the available pipelines: name, what each computes, its inputs (types and
-        defaults) and the outputs you can request."""
+        """The pipelines: what each computes, its inputs and outputs, and its run tool."""
         return [
             {
                 "name": p.name,
                 "description": p.description,
                 "inputs": describe_inputs(p),
                 "outputs": list(p.spec.outputs),
-                "tool": f"run_{p.name}",
+                "tool": f"pipelines_run_{p.name}",
                 "timeout_s": runner.timeout_s(p),
             }
             for p in loaded.values()
@@ -387,8 +387,7 @@ def build_server(
     def describe_pipeline(
         name: PipelineName,
     ) -> dict:
-        """Describe one pipeline: its nodes with types and docs, what each output depends on
-        (lineage), its input schema, and the DAG as Mermaid text."""
+        """One pipeline in full: description, outputs, nodes, lineage, inputs, Mermaid DAG."""
         return describe(runner.get(name))
 
     @mcp.tool(annotations=READ_ONLY, task=BACKGROUND)
@@ -398,9 +397,8 @@ def build_server(
         inputs: PipelineInputs = None,
         outputs: PipelineOutputs = None,
     ) -> dict:
-        """Run a pipeline by name with inputs and return its outputs: tables (columns and rows,
-        capped, with `truncated`) and summaries. Prefer the typed run_<name> tools; for long
-        runs use start_run."""
+        """Run a pipeline by name; returns its outputs. Prefer its pipelines_run_<name>
+        tool."""
         return await runner.run(name, inputs, outputs, ctx)
 
     @mcp.tool(annotations=READ_ONLY)
@@ -409,9 +407,7 @@ def build_server(
         inputs: PipelineInputs = None,
         outputs: PipelineOutputs = None,
     ) -> dict:
-        """Start a pipeline run in the background and return its run_id at once. Follow it
-        with get_run(run_id) (status, progress, then the result) and stop it with
-        cancel_run(run_id). Inputs are checked now."""
+        """Start a background run; returns a run_id for pipelines_get_run."""
         await runner.validated()
         try:
             check_call(runner.get(name), inputs, outputs)
@@ -426,10 +422,9 @@ def build_server(
 
     @mcp.tool(annotations=READ_ONLY)
     async def get_run(
-        run_id: Annotated[str, Field(description="The run_id from start_run (or a task id).")],
+        run_id: Annotated[str, Field(description="From pipelines_start_run.")],
     ) -> dict:
-        """Status of a background run: working (with node progress), completed (with the
-        result, shaped like run_pipeline's), failed (with the reason) or cancelled."""
+        """A background run's status, progress, and result once completed."""
         return _run_status(await _task(tasks, run_id, tasks_get))
 
     @mcp.tool(
@@ -438,10 +433,9 @@ def build_server(
         )
     )
     async def cancel_run(
-        run_id: Annotated[str, Field(description="The run_id from start_run (or a task id).")],
+        run_id: Annotated[str, Field(description="From pipelines_start_run.")],
     ) -> dict:
-        """Stop a background run: its worker process is killed. A finished run keeps its
-        result. Returns the run's status afterwards."""
+        """Stop a background run; returns its status."""
         await _task(tasks, run_id, tasks_cancel)
         return _run_status(await _task(tasks, run_id, tasks_get))
 
@@ -449,10 +443,7 @@ def build_server(
         mcp.add_tool(
             PipelineTool(
                 name=f"run_{pipeline.name}",
-                description=(
-                    f"{pipeline.description}\n\nReturns its outputs "
-                    f"({', '.join(pipeline.spec.outputs)}): tables capped like sql results."
-                ),
+                description=run_tool_description(pipeline),
                 parameters=input_schema(pipeline),
                 annotations=READ_ONLY,
                 task_config=BACKGROUND,
@@ -466,9 +457,18 @@ def build_server(
     @mcp.resource("pipelines://{name}/dag", mime_type="text/plain")
     def dag(name: str) -> str:
         """The DAG of a pipeline as Mermaid flowchart text."""
-        return mermaid(runner.get(name))
+        try:
+            return mermaid(runner.get(name))
+        except ToolError as exc:  # no such pipeline: the client's parameter (-32602)
+            raise NotFoundHere(str(exc)) from None
 
     return mcp, PipelinesControl(runner, settings.pipeline_cache_dir, tasks, owners)
+
+
+def run_tool_description(pipeline: LoadedPipeline) -> str:
+    """The first paragraph of the pipeline's description; the rest is in describe_pipeline."""
+    summary = " ".join(pipeline.description.split("\n\n")[0].split())
+    return f"{summary} Details: pipelines_describe_pipeline."
 
 
 def _tasks_root(tasks: TasksExtension) -> FastMCP:

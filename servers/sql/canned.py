@@ -107,8 +107,8 @@ class CannedQueryTool(Tool):
             name=name,
             title=query.title,
             description=(
-                f"{query.description}\n\nReturns columns and rows like sql query, capped at "
-                f"{query.max_rows or limits.max_rows} rows."
+                f"{query.description} Returns rows like sql_query "
+                f"(≤ {query.max_rows or limits.max_rows})."
             ),
             parameters=schema,
             annotations=annotations,

@@ -54,12 +54,10 @@ def add_chart_tools(
     translation of engine errors into ToolErrors, so refusals read exactly as ``query``'s."""
     limits, charts = settings.sql, settings.charts
     renderer = ChartRenderer(charts)
-    Sql = Annotated[
-        str, Field(description="One read-only DuckDB SQL statement to chart.", min_length=1)
-    ]
+    Sql = Annotated[str, Field(description="One read-only DuckDB statement.", min_length=1)]
     Timeout = Annotated[
         float | None,
-        Field(gt=0, description=f"Stop after this many s (≤ {limits.query_timeout_s:g})."),
+        Field(gt=0, description=f"≤ {limits.query_timeout_s:g}"),
     ]
 
     async def draw(sql: str, request: ChartRequest, budget: float, ctx: Context) -> Chart:
@@ -73,7 +71,8 @@ def add_chart_tools(
 
         try:
             with anyio.fail_after(budget):  # all the queries together; each also has its own
-                columns, statement = await guarded(engine.run(lambda c: _source(c, sql), budget))
+                source = engine.run(lambda c: _source(c, sql), budget)
+                columns, statement = await guarded(source, sql)
                 plan = resolve(request, columns, charts)
                 query = first_query(plan, statement, charts)
                 page = await fetch(query)
@@ -106,18 +105,8 @@ def add_chart_tools(
         y_unit: YUnitArg = None,
         timeout_s: Timeout = None,
     ) -> ToolResult:
-        """Draw a chart of a read-only SQL query's result: bar, line, scatter or histogram, with
-        a title, axis labels and units. Returns the PNG image, a one-line description of what it
-        shows (extremes and ranges, for readers who cannot see images), and the plotted rows as
-        structured data.
-
-        Columns left out are chosen from their types (kind=auto: a time column makes a line, a
-        category a bar, two numbers a scatter or line, one number alone a histogram). Aggregate
-        in SQL (GROUP BY) or with aggregate=... for one bar per category. Any size of result can
-        be charted: histograms bin in SQL, and beyond the points cap scatter plots are sampled,
-        lines averaged into buckets and bars cut, all said in `notes` and `reduced`. The SQL
-        passes the same checks and limits as query.
-        """
+        """Chart a query's result; returns a PNG, a one-line description and the plotted rows
+        (large results binned, sampled or cut, said in `notes`)."""
         request = _request(locals())
         drawn = await draw(sql, request, _budget(timeout_s, limits.query_timeout_s), ctx)
         return ToolResult(
@@ -141,12 +130,8 @@ def add_chart_tools(
         y_unit: YUnitArg = None,
         timeout_s: Timeout = None,
     ) -> ToolResult:
-        """Show a query's result to the person in the conversation as an interactive view: a
-        sortable, searchable table of its rows (as many as query returns) with its chart beside it.
-        Clients that render MCP apps show the view; others get the chart's PNG and its one-line
-        description. Takes the same arguments as chart (the table's query and the chart's each
-        get timeout_s); call chart instead to read the plotted data yourself.
-        """
+        """Show the user a sortable table of a query's rows beside its chart (MCP apps
+        clients; others get the PNG). Arguments as sql_chart."""
         request = _request(locals())
         budget = _budget(timeout_s, limits.query_timeout_s)
         table = await guarded(run_query(engine, None, sql, None, limits.max_rows, budget, ctx))

@@ -26,7 +26,7 @@ class QueryResult(Rows):
     result: dict | None = Field(
         None,
         description="When truncated: a handle to the whole result. Page through it with "
-        "read_result(result_id=result.id, offset=...) or the result.uri resource; people can "
+        "sql_read_result (result_id=result.id, offset) or the result.uri resource; people can "
         "download result.csv or result.parquet from the server.",
     )
     summary: str | None = Field(None, description="With summarize=true: the client's summary.")
@@ -41,14 +41,16 @@ async def run_query(
     max_rows: int,
     timeout_s: float,
     ctx: Context | None = None,
+    max_tokens: int | None = None,
 ) -> QueryResult:
-    """Run sql (with params bound) and return its first page; raises the engine's errors."""
+    """Run sql (with params bound) and return its first page; raises the engine's errors.
+    ``max_tokens`` caps a page a model reads (sql.max_result_tokens); charts plot more."""
     started = time.perf_counter()
     max_bytes = engine.settings.max_result_bytes
     progress = _progress_reporter(ctx) if ctx is not None else None
 
     def work(cursor: duckdb.DuckDBPyConnection):
-        return first_page(cursor, sql, params, max_rows, max_bytes, store)
+        return first_page(cursor, sql, params, max_rows, max_bytes, store, max_tokens)
 
     page, handle = await engine.run(work, timeout_s, progress)
     elapsed = round((time.perf_counter() - started) * 1000, 3)
@@ -59,7 +61,18 @@ async def run_query(
             " The full result was not stored (too many large results are being stored); "
             "narrow the query."
         )
+    elif handle is not None:
+        result.hint = (result.hint or "") + (
+            f" Next rows: {_read_tool(store)} with result_id {handle['id']!r} and offset "
+            f"{result.row_count}; everything: download {handle['csv']}."
+        )
     return result
+
+
+def _read_tool(store: ResultStore) -> str:
+    """The paging tool's name as the client sees it (the store's URIs carry the namespace)."""
+    namespace = store.uri_prefix.removeprefix("sql://").removesuffix("results/").strip("/")
+    return f"{namespace}_read_result" if namespace else "read_result"
 
 
 def first_page(
@@ -69,6 +82,7 @@ def first_page(
     max_rows: int,
     max_bytes: int,
     store: ResultStore | None,
+    max_tokens: int | None = None,
 ):
     """The first page of sql's result; when there is more, a Detach that stores the rest."""
     check_statement(cursor, sql)
@@ -86,7 +100,9 @@ def first_page(
             break
         batches.append(batch)
         seen += batch.num_rows
-    page = cap_rows(columns, table_rows(batches), max_rows, max_bytes)
+    # Only the rows a page can hold become Python values; the store takes the batches whole.
+    head = pa.Table.from_batches(batches, reader.schema).slice(0, max_rows + 1)
+    page = cap_rows(columns, table_rows(head.to_batches()), max_rows, max_bytes, max_tokens)
     stored = store.reserve(columns) if page.truncated and store is not None else None
     if stored is None:
         return page, None

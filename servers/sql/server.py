@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from servers.conventions import READ_ONLY
-from servers.lookup import Server
+from servers.lookup import NotFoundHere, Server
 from servers.results import markdown_table
 from servers.settings import CannedQuery, GatewaySettings, SqlSettings
 from servers.sql.canned import CannedQueryTool, check_canned_queries, tool_names
@@ -25,6 +25,7 @@ from servers.sql.catalog import CHEAT_SHEET, columns, describe, statistics, tabl
 from servers.sql.chart import add_chart_tools
 from servers.sql.engine import Engine, QueryFailed, QueryTimeout
 from servers.sql.gate import RefusedStatement, check_statement
+from servers.sql.hints import teach
 from servers.sql.query import QueryResult, current_context, run_query
 from servers.sql.result_store import ResultStore, UnknownResult
 from servers.sql.summary import with_summary
@@ -103,10 +104,13 @@ def build_server(
     engine = engine or Engine.open(settings)
     limits = settings.sql
     prefix = f"sql://{namespace}/results/" if namespace else "sql://results/"
+    tokens = limits.max_result_tokens  # of the first page of query and canned-query answers
     store = ResultStore(settings.results_dir, limits, prefix)
     with engine.connection.cursor() as cursor:
         table_names = [t["name"] for t in tables(cursor, None, "names")]
-    mcp = Server("sql", instructions=_instructions(settings, table_names), mask_error_details=True)
+    mcp = Server(
+        "sql", instructions=_instructions(settings, table_names, namespace), mask_error_details=True
+    )
 
     async def answer(
         sql: str,
@@ -116,7 +120,8 @@ def build_server(
         format: str,
         ctx: Context | None,
     ) -> ToolResult:
-        result = await guarded(run_query(engine, store, sql, params, rows_cap, timeout_s, ctx))
+        running = run_query(engine, store, sql, params, rows_cap, timeout_s, ctx, tokens)
+        result = await guarded(running, sql)
         return render(result, format)
 
     if limits.allow_ad_hoc_sql:
@@ -126,39 +131,24 @@ def build_server(
             sql: Annotated[
                 str, Field(description="One read-only DuckDB SQL statement.", min_length=1)
             ],
-            max_rows: Annotated[
-                int | None,
-                Field(ge=1, description=f"At most this many rows (≤ {limits.max_rows})."),
-            ] = None,
+            max_rows: Annotated[int | None, Field(ge=1, description=f"≤ {limits.max_rows}")] = None,
             format: Annotated[
-                Literal["json", "markdown"],
-                Field(description="How the text content shows the rows."),
+                Literal["json", "markdown"], Field(description="Of the text.")
             ] = "json",
             timeout_s: Annotated[
-                float | None,
-                Field(gt=0, description=f"Stop after this many s (≤ {limits.query_timeout_s:g})."),
+                float | None, Field(gt=0, description=f"≤ {limits.query_timeout_s:g}")
             ] = None,
-            summarize: Annotated[
-                bool,
-                Field(
-                    description="Also ask your own model (MCP sampling) for a short summary of "
-                    "the result; useful when it is truncated."
-                ),
-            ] = False,
+            summarize: Annotated[bool, Field(description="Add your model's summary.")] = False,
         ) -> ToolResult | InputRequiredResult:
-            """Run one read-only SQL statement (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW,
-            SUMMARIZE, EXPLAIN) on the DuckDB database; returns its columns with DuckDB types
-            and its rows as JSON-safe values.
-
-            Results are capped in rows and bytes: when cut, `truncated` is true,
-            `truncated_reason` says which cap, `hint` says how to narrow the query, and `result`
-            is a handle to page through the rest (read_result) or download it. Writes, file and
-            network access, settings changes and multiple statements are refused.
-            """
+            """Run one read-only DuckDB statement; returns columns and rows. A capped answer
+            says `truncated`, how to narrow it, and gives a `result` handle for sql_read_result.
+            Aggregate in SQL rather than fetch raw rows."""
             rows_cap = min(max_rows or limits.max_rows, limits.max_rows)
             budget = min(timeout_s or limits.query_timeout_s, limits.query_timeout_s)
             ctx = current_context()
-            result = await guarded(run_query(engine, store, sql, None, rows_cap, budget, ctx))
+            result = await guarded(
+                run_query(engine, store, sql, None, rows_cap, budget, ctx, tokens), sql
+            )
             if summarize:
                 result = await with_summary(ctx, sql, result)
                 if isinstance(result, InputRequiredResult):  # 2026-07-28: the client samples
@@ -166,53 +156,39 @@ def build_server(
             return render(result, format)
 
         @mcp.tool(annotations=READ_ONLY)
-        async def explain(
-            sql: Annotated[str, Field(description="The read-only statement to plan.")],
-        ) -> str:
-            """Show DuckDB's query plan for a read-only statement without running it: the
-            operators, join order and estimated cardinalities. Use it to check a slow query."""
+        async def explain(sql: Annotated[str, Field(description="A read-only statement.")]) -> str:
+            """DuckDB's plan of a statement without running it (operators, joins, estimated
+            rows); to check a slow query."""
 
             def plan(cursor) -> str:
                 check_statement(cursor, sql)
                 rows = cursor.sql(f"EXPLAIN {sql}").fetchall()
                 return "\n".join(row[1] for row in rows)
 
-            return await guarded(engine.run(plan))
+            return await guarded(engine.run(plan), sql)
 
         add_chart_tools(mcp, engine, settings, guarded)
 
     @mcp.tool(annotations=READ_ONLY)
     async def list_tables(
-        pattern: Annotated[
-            str | None, Field(description="Only names matching this SQL LIKE pattern, e.g. 'fl%'.")
-        ] = None,
+        pattern: Annotated[str | None, Field(description="SQL LIKE, e.g. 'fl%'")] = None,
         detail: Annotated[
-            Literal["names", "summary", "full"],
-            Field(
-                description="names: just names; summary: row estimate, column count and "
-                "comment; full: also every column with its type."
-            ),
+            Literal["names", "summary", "full"], Field(description="full adds columns.")
         ] = "summary",
     ) -> list[dict]:
-        """List the tables and views of the database with estimated row counts, column counts
-        and comments. Start here to learn what data there is."""
+        """Start here: the tables and views with estimated rows, column counts and comments."""
         return await guarded(engine.run(lambda cursor: tables(cursor, pattern, detail)))
 
     @mcp.tool(annotations=READ_ONLY)
     async def describe_table(
-        table: Annotated[str, Field(description="A table or view name from list_tables.")],
-        sample_rows: Annotated[int, Field(ge=0, le=20, description="Example rows to include.")] = 3,
+        table: str,
+        sample_rows: Annotated[int, Field(ge=0, le=20)] = 3,
         stats: Annotated[
             bool,
-            Field(
-                description="Also compute per-column statistics (min, max, distinct values, "
-                f"nulls, quartiles) within {limits.stats_timeout_s:g} s."
-            ),
+            Field(description=f"Add per-column stats (≤ {limits.stats_timeout_s:g} s)."),
         ] = False,
     ) -> dict:
-        """Describe one table or view: its columns with types, nullability and comments, and a
-        few example rows; with stats=true also SUMMARIZE-style statistics per column (the result
-        says `stats_timed_out` when the time budget cut them short)."""
+        """One table or view: columns with types and comments, and example rows."""
         description = await guarded(
             engine.run(lambda cursor: describe(cursor, table, sample_rows, limits.max_result_bytes))
         )
@@ -228,14 +204,12 @@ def build_server(
 
     @mcp.tool(annotations=READ_ONLY)
     async def read_result(
-        result_id: Annotated[str, Field(description="The `result.id` of a truncated query.")],
-        offset: Annotated[int, Field(ge=0, description="Index of the first row to return.")] = 0,
-        limit: Annotated[
-            int, Field(ge=1, description=f"Rows to return (≤ {limits.max_rows}).")
-        ] = limits.max_rows,
+        result_id: Annotated[str, Field(description="result.id of a truncated answer.")],
+        offset: Annotated[int, Field(ge=0)] = 0,
+        limit: Annotated[int, Field(ge=1, description=f"≤ {limits.max_rows}")] = limits.max_rows,
     ) -> dict:
-        """Page through a stored query result: rows [offset, offset + limit) with
-        `next_offset` for the following page (null at the end). Stored results expire."""
+        """Page through a truncated result: rows from offset, with next_offset (null at the
+        end). Results expire."""
         return await read_page(result_id, offset, limit)
 
     async def read_page(result_id: str, offset: int, limit: int) -> dict:
@@ -257,12 +231,18 @@ def build_server(
     @mcp.resource("sql://tables/{table}/schema", mime_type="application/json")
     async def table_schema(table: str) -> list[dict]:
         """The columns of one table: name, type, nullability, comment."""
-        return await guarded(engine.run(lambda cursor: columns(cursor, table, strict=True)))
+        try:
+            return await guarded(engine.run(lambda cursor: columns(cursor, table, strict=True)))
+        except ToolError as exc:  # no such table: the client's parameter (-32602)
+            raise NotFoundHere(str(exc)) from None
 
     @mcp.resource("sql://results/{result_id}{?offset,limit}", mime_type="application/json")
     async def result_page(result_id: str, offset: int = 0, limit: int = limits.max_rows) -> dict:
         """One page of a stored query result; `next_offset` names the next page."""
-        return await read_page(result_id, offset, limit)
+        try:
+            return await read_page(result_id, offset, limit)
+        except ToolError as exc:  # unknown or expired handle: the client's parameter (-32602)
+            raise NotFoundHere(str(exc)) from None
 
     @mcp.resource("sql://cheatsheet", mime_type="text/markdown")
     def cheat_sheet() -> str:
@@ -319,44 +299,59 @@ def build_server(
 
 
 def render(result: QueryResult, format: str) -> ToolResult:
-    """The result as structured content, and as JSON or a markdown table for the text."""
+    """The result as structured content, and as compact JSON or a markdown table for the text
+    (the same page once, in as few tokens as its format allows)."""
     structured = result.model_dump(mode="json")
-    text = markdown_table(result) if format == "markdown" else json.dumps(structured)
+    if format == "markdown":
+        text = markdown_table(result)
+        if result.hint:
+            text += f"\n\n{result.hint}"
+    else:
+        text = json.dumps(structured, separators=(",", ":"), ensure_ascii=False)
     return ToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
 
 
-async def guarded(awaitable):
-    """Await a database call, turning every refusal or failure into an actionable ToolError."""
+async def guarded(awaitable, sql: str | None = None):
+    """Await a database call, turning every refusal or failure into an actionable ToolError;
+    with the statement, a slip from another SQL dialect gets the DuckDB way (hints.teach)."""
     try:
         return await awaitable
     except RefusedStatement as exc:
-        raise ToolError(str(exc)) from None
+        raise ToolError(teach(str(exc), sql) if sql else str(exc)) from None
     except QueryTimeout as exc:
         raise ToolError(
-            f"{exc} Narrow it with WHERE, aggregate, or add LIMIT; check its plan with explain."
+            f"{exc} Narrow it with WHERE, aggregate, or add LIMIT; check its plan with sql_explain."
         ) from None
     except QueryFailed as exc:
-        raise ToolError(str(exc)) from None
+        raise ToolError(teach(str(exc), sql) if sql else str(exc)) from None
 
 
 async def _in_thread(function, *args):
     return await anyio.to_thread.run_sync(function, *args)
 
 
-def _instructions(settings: GatewaySettings, table_names: list[str]) -> str:
+def _instructions(settings: GatewaySettings, table_names: list[str], namespace: str | None) -> str:
+    """What a client of this server reads first, with the names it sees (namespaced when
+    mounted)."""
     limits = settings.sql
+
+    def named(tool: str) -> str:
+        return f"{namespace}_{tool}" if namespace else tool
+
+    cheatsheet = f"sql://{namespace}/cheatsheet" if namespace else "sql://cheatsheet"
     mode = (
-        "Ad-hoc SQL is allowed (query, explain)."
+        f"Ad-hoc SQL is allowed ({named('query')}, {named('explain')})."
         if limits.allow_ad_hoc_sql
         else "Only the canned queries can run; ad-hoc SQL is off."
     )
-    canned = ", ".join(limits.canned_queries) or "none"
+    canned = ", ".join(named(name) for name in limits.canned_queries) or "none"
     return (
         f"Read-only SQL over a DuckDB database. Tables: {', '.join(table_names) or '(none)'}. "
-        f"{mode} Canned queries: {canned}. Start with list_tables and describe_table. Limits: "
+        f"{mode} Canned queries: {canned}. Start with {named('list_tables')} and "
+        f"{named('describe_table')}. Limits: "
         f"{limits.max_rows} rows and {limits.max_result_bytes} bytes per result, "
         f"{limits.query_timeout_s:g} s per query, memory {limits.memory_limit}; a result that "
         "hits a cap says truncated=true and gives a handle to page through the rest "
         f"(kept {limits.results_ttl_s:g} s). Files, network, writes and settings are refused. "
-        "DuckDB SQL tips: the sql://cheatsheet resource."
+        f"DuckDB SQL tips: the {cheatsheet} resource."
     )
