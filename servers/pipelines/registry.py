@@ -369,6 +369,8 @@ class Validation:
         try:
             verdicts = validate_in_subprocess(self._plans, self._nice)
         except PipelineError as exc:
+            if _exiting.is_set():  # this process is ending: nothing to withdraw or report
+                return
             verdicts = {name: str(exc) for name in self._plans}
         for name, verdict in verdicts.items():
             if isinstance(verdict, str):
@@ -427,10 +429,12 @@ def validate_in_subprocess(
 
 
 _validators: set[subprocess.Popen] = set()
+_exiting = threading.Event()
 
 
 @atexit.register
 def _stop_validators() -> None:
+    _exiting.set()
     for process in list(_validators):
         process.kill()
 
