@@ -9,8 +9,12 @@ read-only DuckDB cursor. Nothing here knows about MCP.
 
 from __future__ import annotations
 
+import importlib
+import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
@@ -19,9 +23,13 @@ import pandas as pd
 from hamilton import driver
 from pydantic import BaseModel, Field, ValidationError
 
-from pipelines import ENGINES, Pipeline
+import pipelines as package
+from pipelines import ENGINES, SAMPLE_TABLES, Pipeline, registry
 from servers.results import Column, Rows, cap_rows, json_value
-from servers.settings import PipelineOverride
+from servers.settings import GatewaySettings, PipelineOverride
+
+_log = logging.getLogger("gateway.pipelines")
+_MODULE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 # The arguments of every tool that names a pipeline, its inputs and its outputs.
 PipelineName = Annotated[str, Field(description="A pipeline name from list_pipelines.")]
@@ -54,6 +62,79 @@ class LoadedPipeline:
     @property
     def description(self) -> str:
         return (self.module.__doc__ or self.name).strip()
+
+
+def served_registry(settings: GatewaySettings, tables: set[str] | None) -> dict[str, Pipeline]:
+    """The pipelines to serve: the sample ones that apply (all with the sample database, none
+    with your own, or those named in ``pipelines.sample_pipelines``), then every module of the
+    ``pipelines.paths`` folders. One that declares tables missing from ``tables`` (the served
+    data's names; None: unknown now) is left out, with a log line naming what is missing."""
+    wanted = settings.pipelines.sample_pipelines
+    if wanted is None:
+        wanted = list(SAMPLE_TABLES) if settings.sql.database is None else []
+    unknown = sorted(set(wanted) - set(SAMPLE_TABLES))
+    if unknown:
+        raise PipelineError(
+            f"settings pipelines.sample_pipelines names {unknown}; the samples are "
+            f"{', '.join(SAMPLE_TABLES)}"
+        )
+    samples = registry() if wanted else {}
+    chosen = {name: samples[name] for name in wanted}
+    for name, spec in folder_pipelines(settings.pipelines.paths).items():
+        if name in chosen:
+            raise PipelineError(
+                f"pipeline {name!r} of {spec.module.__file__} has the name of a sample pipeline; "
+                "rename its file"
+            )
+        chosen[name] = spec
+    if tables is None:
+        return chosen
+    for name, spec in list(chosen.items()):
+        missing = [t for t in spec.tables if t not in tables]
+        if missing:
+            _log.warning(
+                "pipeline %s left out: the served data has no table %s", name, ", ".join(missing)
+            )
+            del chosen[name]
+    return chosen
+
+
+def folder_pipelines(folders: list[Path]) -> dict[str, Pipeline]:
+    """Every pipeline module (``*.py`` not starting with ``_``) of folders, imported as
+    ``pipelines.<file name>``; PipelineError names a folder or module that is not usable."""
+    resolved = []
+    for folder in folders:
+        path = Path(folder).expanduser().resolve()
+        if not path.is_dir():
+            raise PipelineError(f"settings pipelines.paths names {folder}, which is not a folder")
+        resolved.append(path)
+    package.add_folders([str(path) for path in resolved])
+    found: dict[str, Pipeline] = {}
+    for path in resolved:
+        for file in sorted(path.glob("*.py")):
+            if file.name.startswith("_"):
+                continue
+            spec = _folder_pipeline(file)
+            if spec.module.__name__.rsplit(".", 1)[-1] in found:
+                raise PipelineError(f"two pipeline modules are named {file.stem!r}; rename one")
+            found[file.stem] = spec
+    return found
+
+
+def _folder_pipeline(file: Path) -> Pipeline:
+    where = f"pipeline module {file}"
+    if not _MODULE_NAME.match(file.stem):
+        raise PipelineError(f"{where}: a file name is a letter, then letters, digits or _")
+    try:
+        module = importlib.import_module(f"pipelines.{file.stem}")
+    except Exception as exc:
+        raise PipelineError(f"{where} does not import: {type(exc).__name__}: {exc}") from None
+    if Path(module.__file__ or "").resolve() != file:
+        raise PipelineError(f"{where} has the name of a sample module; rename its file")
+    outputs = getattr(module, "OUTPUTS", None)
+    if not outputs:
+        raise PipelineError(f"{where} has no OUTPUTS (the nodes callers may request)")
+    return Pipeline(module, tuple(outputs), tables=tuple(getattr(module, "TABLES", ())))
 
 
 def load_registry(

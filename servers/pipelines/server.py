@@ -32,7 +32,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from pipelines import Pipeline, registry
+from pipelines import Pipeline
 from servers.lookup import Server
 from servers.pipelines.chart import add_pipeline_chart_tool
 from servers.pipelines.pool import RunWorkers
@@ -48,6 +48,7 @@ from servers.pipelines.registry import (
     input_schema,
     load_registry,
     mermaid,
+    served_registry,
     shape_output,
 )
 from servers.pipelines.worker import Job, PipelinePlan, RunFailed, WorkerSpec
@@ -294,9 +295,9 @@ def build_server(
     """The pipelines server (as ``create_server``) and its control for the admin server."""
     # Hamilton logs every node failure (with its inputs) at ERROR; the caller gets a ToolError.
     logging.getLogger("hamilton").setLevel(logging.CRITICAL)
-    loaded = load_registry(
-        registry() if pipelines is None else pipelines, settings.pipelines.overrides
-    )
+    if pipelines is None:
+        pipelines = served_registry(settings, engine.table_names() if engine else None)
+    loaded = load_registry(pipelines, settings.pipelines.overrides)
     database = engine.database if engine else _database(settings)
     runner = Runner(settings, database, loaded)
     mcp = Server(

@@ -31,7 +31,12 @@ from hamilton import driver
 from hamilton.caching.adapter import CachingEventType
 from hamilton.lifecycle import GraphExecutionHook, NodeExecutionHook
 
-from servers.pipelines.engines import build_driver, cache_directory, database_for
+from servers.pipelines.engines import (
+    build_driver,
+    cache_directory,
+    database_for,
+    release_connections,
+)
 from servers.pipelines.registry import shape_output
 from servers.settings import PipelineSettings, SqlSettings
 
@@ -127,12 +132,15 @@ class Worker:
     def run(self, job: Job) -> dict[str, Any]:
         plan = self.spec.plans[job.pipeline]
         dr = self.driver(job.pipeline)
-        db = database_for(
-            plan.engine,
-            self.spec.database,
-            self.spec.sql,
-            self.spec.data_dir / "scratch" / str(os.getpid()),  # a spill folder per process
-        )
+        try:
+            db = database_for(
+                plan.engine,
+                self.spec.database,
+                self.spec.sql,
+                self.spec.data_dir / "scratch" / str(os.getpid()),  # a spill folder per process
+            )
+        except ValueError as exc:  # a writer held the file past lock_wait_s, or it is missing
+            raise RunFailed(str(exc)) from None
         try:
             results = dr.execute(job.outputs, inputs={**job.inputs, "db": db})
         except (ValueError, duckdb.Error) as exc:
@@ -140,6 +148,7 @@ class Worker:
         finally:
             if isinstance(db, duckdb.DuckDBPyConnection):
                 db.close()
+            release_connections()  # the file is not held between runs
         shaped = {
             name: shape_output(value, job.max_rows, job.max_bytes)
             for name, value in results.items()

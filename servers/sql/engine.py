@@ -6,6 +6,11 @@ extensions and Python replacement scans off, memory, threads and spill bounded, 
 deadline in the connect config, and the configuration locked. Every call gets a fresh cursor and
 runs in one of the engine's threads (at a lower priority, like DuckDB's own); a deadline or a
 cancelled caller interrupts the query, and the connection serves the next call.
+
+The files are shared with their writers: the connection is opened on the first call, held while
+calls run, and closed ``idle_release_s`` after the last one ends, so another process can open the
+file read-write in between. A call that finds a file locked by a writer waits for it up to
+``lock_wait_s``, then fails with ``DatabaseBusy``; everything else keeps serving.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -27,6 +34,8 @@ import duckdb
 from servers.sample_data import ensure_sample_database
 from servers.settings import PROJECT_ROOT, GatewaySettings, SqlSettings
 from servers.sql.gate import RefusedStatement, parser_message
+from servers.sql.sharing import LOCK_POLL_S, FilesUnavailable, SharedFiles
+from servers.sql.sources import Sources, check_database
 
 T = TypeVar("T")
 _log = logging.getLogger("gateway.sql")
@@ -47,6 +56,10 @@ class QueryTimeout(TimeoutError):
 
 class QueryFailed(RuntimeError):
     """DuckDB refused or failed the statement; the message is safe to show a client."""
+
+
+class DatabaseBusy(QueryFailed):
+    """A database file could not be opened in time (a writer holds it, or it is missing)."""
 
 
 @dataclass
@@ -123,18 +136,24 @@ def _already_hardened(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 class Engine:
-    """One hardened connection shared by every caller; a fresh cursor per call."""
+    """One hardened connection shared by every caller while calls run; a fresh cursor per call."""
 
     def __init__(
-        self, database: Path, settings: SqlSettings, data_dir: Path, readable: list[Path] = ()
+        self,
+        database: Path,
+        settings: SqlSettings,
+        data_dir: Path,
+        readable: list[Path] = (),
+        sources: Sources | None = None,
     ):
         self.database = database
         self.settings = settings
+        self.sources = sources or Sources()
         self.outputs_dir = data_dir / "outputs"
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
-        self.readable = [self.outputs_dir, *readable]
+        self.readable = [self.outputs_dir, *readable, *self.sources.directories]
         # One spill folder per process: replicas may share a data directory.
-        scratch = data_dir / "scratch" / str(os.getpid())
+        self._scratch = data_dir / "scratch" / str(os.getpid())
         # Queries, result spools and DuckDB's own threads (started by the thread that opens the
         # database, whose niceness they inherit) run with worker_nice added: under load, a
         # heavy query takes the CPU the event loop and fast calls leave over.
@@ -144,29 +163,112 @@ class Engine:
             initializer=lower_priority,
             initargs=(settings.worker_nice,),
         )
-        opening = self._threads.submit(open_connection, database, settings, scratch, self.readable)
-        self.connection = opening.result()
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
-        self._hidden_paths = _paths_to_hide(database, data_dir, self.readable)
+        self._hidden_paths = _paths_to_hide(database, data_dir, self.readable, self.sources)
+        self._files = SharedFiles(self._open, settings.idle_release_s)
+        self.on_open: list[Callable[[duckdb.DuckDBPyConnection], None]] = []
+        # Try once now, so the catalog is known at start-up when the file is free.
+        self._threads.submit(self._files.try_open).result()
 
     @classmethod
     def open(cls, settings: GatewaySettings) -> Engine:
-        """The engine over the configured database, or the sample one (built if missing)."""
-        database = settings.sql.database or ensure_sample_database(settings.data_dir)
-        if not Path(database).is_file():
-            raise FileNotFoundError(f"the database file {database} does not exist")
-        return cls(
-            Path(database), settings.sql, settings.data_dir, list(settings.sql.readable_directories)
-        )
+        """The engine over the configured database, or the sample one (built if missing).
+
+        A configured file that is missing or locked now still gives an engine: its calls wait
+        for the file (``lock_wait_s``) and health says why it is unavailable.
+        """
+        database = Path(settings.sql.database or ensure_sample_database(settings.data_dir))
+        check_database(database)
+        sources = Sources.from_settings(settings.sql.sources, database)
+        readable = list(settings.sql.readable_directories)
+        return cls(database, settings.sql, settings.data_dir, readable, sources)
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the database cannot be opened now (None when it can, or has not been tried)."""
+        return self._files.unavailable
+
+    @property
+    def busy_sources(self) -> dict[str, str]:
+        """Sources a writer held when the connection was last opened, with why."""
+        return dict(self._files.busy)
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
-        self.connection.close()
+        self._files.shut()
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor for synchronous use (start-up checks), the files held meanwhile; waits for
+        a writer up to lock_wait_s (DatabaseBusy after)."""
+        try:
+            connection = self._files.acquire(self.settings.lock_wait_s)
+        except FilesUnavailable as exc:
+            raise DatabaseBusy(str(exc)) from None
+        try:
+            with connection.cursor() as cursor:
+                yield cursor
+        finally:
+            self._files.release()
+
+    def table_names(self) -> set[str] | None:
+        """The names list_tables shows, from every source; None when the files are unavailable
+        now."""
+        from servers.sql.catalog import tables
+
+        if self.unavailable is not None:
+            return None
+        try:
+            with self.cursor() as cursor:
+                return {t["name"] for t in tables(cursor, None, "names")}
+        except DatabaseBusy:
+            return None
 
     async def health(self) -> dict:
-        """Up when the database answers a trivial query within the deadline."""
+        """Up when the database answers a trivial query; down, with why, when a writer holds
+        the file or it is missing (checked without waiting for it)."""
+        if not self._files.is_open():
+            await asyncio.wrap_future(self._threads.submit(self._files.try_open))
+            if self._files.unavailable:
+                return {
+                    "status": "down",
+                    "database": self.database.name,
+                    "reason": self._files.unavailable,
+                }
         await self.run(lambda cursor: cursor.execute("SELECT 1").fetchall(), 2.0)
-        return {"status": "up", "database": self.database.name}
+        answer = {"status": "up", "database": self.database.name}
+        if self._files.busy:
+            answer["sources_unavailable"] = dict(self._files.busy)
+        return answer
+
+    def _open(self) -> tuple[duckdb.DuckDBPyConnection, dict[str, str]]:
+        """Open the database and attach the sources, in one of the engine's threads (DuckDB's
+        own threads inherit its lower priority)."""
+        if not threading.current_thread().name.startswith("sql"):
+            return self._threads.submit(self._open).result()
+        if not self.database.is_file():
+            raise FileNotFoundError(self.database)
+        connection = open_connection(self.database, self.settings, self._scratch, self.readable)
+        try:
+            busy = self.sources.attach_all(connection, self._scratch / "sources")
+            for listener in self.on_open:
+                listener(connection)
+        except BaseException:
+            connection.close()
+            raise
+        return connection, busy
+
+    async def _acquire(self) -> duckdb.DuckDBPyConnection:
+        connection = self._files.acquire_if_open()
+        if connection is None:
+            wait = self.settings.lock_wait_s
+            try:
+                connection = await asyncio.wrap_future(
+                    self._threads.submit(self._files.acquire, wait)
+                )
+            except FilesUnavailable as exc:
+                raise DatabaseBusy(str(exc)) from None
+        return connection
 
     async def run(
         self,
@@ -178,13 +280,19 @@ class Engine:
 
         At most ``settings.concurrency`` calls run at once. ``progress``, when given, is called
         with DuckDB's estimate (0-100) every ``progress_interval_s`` while the query runs.
-        Raises QueryTimeout at the deadline and QueryFailed (with a client-safe message) when
-        DuckDB refuses or fails the statement.
+        Raises QueryTimeout at the deadline, DatabaseBusy when a writer held the file for
+        ``lock_wait_s``, and QueryFailed (with a client-safe message) when DuckDB refuses or
+        fails the statement.
         """
         budget = timeout_s or self.settings.query_timeout_s
         async with self._limiter:
-            cursor = self.connection.cursor()
-            call = _Call(work, cursor, with_progress=progress is not None)
+            connection = await self._acquire()
+            try:
+                cursor = connection.cursor()
+            except BaseException:
+                self._files.release()
+                raise
+            call = _Call(self._with_sources(work), cursor, with_progress=progress is not None)
             detached = False
             try:
                 with anyio.fail_after(budget):
@@ -194,7 +302,7 @@ class Engine:
                         result = await self._with_progress(call, progress)
                 if isinstance(result, Detach):
                     detached = True
-                    self._threads.submit(_continue, cursor, result.continuation)
+                    self._threads.submit(_continue, cursor, result.continuation, self._files)
                     return result.value
                 return result
             except TimeoutError:
@@ -203,14 +311,43 @@ class Engine:
                 ) from None
             except duckdb.Error as exc:
                 raise self.translate(exc) from None
+            except FilesUnavailable as exc:
+                raise DatabaseBusy(str(exc)) from None
             finally:
                 if not detached:
                     with anyio.CancelScope(shield=True):
                         free = await call.stop(give_up_after=self.settings.query_timeout_s + 5)
                     if free:
                         cursor.close()
+                        self._files.release()
                     else:  # DuckDB's own statement limit ends it; the thread keeps the cursor
                         _log.warning("a query did not stop when interrupted; left to its limit")
+                        self._threads.submit(_release_when_done, call, cursor, self._files)
+
+    def _with_sources(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> Callable:
+        """work, which, while a writer holds a source's file, attaches it as soon as it is free
+        and waits for it (lock_wait_s) when the statement cannot find what it names."""
+        if not self._files.busy:
+            return work
+
+        def waiting(cursor: duckdb.DuckDBPyConnection) -> T:
+            deadline = time.monotonic() + self.settings.lock_wait_s
+            while True:
+                self._files.busy = self.sources.attach_busy(cursor, self._files.busy)
+                try:
+                    return work(cursor)
+                except duckdb.CatalogException:
+                    if not self._files.busy:
+                        raise
+                    if time.monotonic() >= deadline:
+                        names = ", ".join(sorted(self._files.busy))
+                        raise FilesUnavailable(
+                            f"The source {names} is being written by another process; try "
+                            "again shortly."
+                        ) from None
+                    time.sleep(LOCK_POLL_S)
+
+        return waiting
 
     async def _in_thread(self, call: _Call[T]) -> T:
         """call() in one of the engine's threads. A cancelled caller stops waiting at once (the
@@ -271,8 +408,11 @@ class Engine:
         return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
 
 
-def _paths_to_hide(database: Path, data_dir: Path, readable: list[Path]) -> list[tuple[str, str]]:
+def _paths_to_hide(
+    database: Path, data_dir: Path, readable: list[Path], sources: Sources
+) -> list[tuple[str, str]]:
     pairs = [(str(database.resolve()), "<database>"), (str(database), "<database>")]
+    pairs += sources.hidden_paths()
     pairs += [(str(p.resolve()), "<readable>") for p in readable]
     pairs += [(str(data_dir.resolve()), "<data>"), (str(PROJECT_ROOT), "<server>")]
     pairs += [(str(Path.home()), "<home>")]
@@ -287,12 +427,21 @@ def _enable_progress(cursor: duckdb.DuckDBPyConnection) -> None:
 
 
 def _continue(
-    cursor: duckdb.DuckDBPyConnection, continuation: Callable[[duckdb.DuckDBPyConnection], None]
+    cursor: duckdb.DuckDBPyConnection,
+    continuation: Callable[[duckdb.DuckDBPyConnection], None],
+    files: SharedFiles,
 ) -> None:
     try:
         continuation(cursor)
     finally:
         cursor.close()
+        files.release()
+
+
+def _release_when_done(call: _Call, cursor: duckdb.DuckDBPyConnection, files: SharedFiles) -> None:
+    call.finished.wait()
+    cursor.close()
+    files.release()
 
 
 class _Call(Generic[T]):

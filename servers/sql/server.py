@@ -47,7 +47,7 @@ class SqlControl:
 
     def check(self, canned: dict[str, CannedQuery]) -> None:
         """Raise ValueError, naming the query, when a canned query would be refused."""
-        with self.engine.connection.cursor() as cursor:
+        with self.engine.cursor() as cursor:
             check_canned_queries(cursor, canned)
 
     def apply(self, canned: dict[str, CannedQuery]) -> list[str]:
@@ -93,10 +93,17 @@ def build_server(
     limits = settings.sql
     prefix = f"sql://{namespace}/results/" if namespace else "sql://results/"
     store = ResultStore(settings.data_dir / "results", limits, prefix)
-    with engine.connection.cursor() as cursor:
-        table_names = [t["name"] for t in tables(cursor, None, "names")]
-        check_canned_queries(cursor, limits.canned_queries)
-    mcp = Server("sql", instructions=_instructions(settings, table_names), mask_error_details=True)
+    mcp = Server("sql", instructions=_instructions(settings, []), mask_error_details=True)
+
+    def on_open(cursor) -> None:  # new tables show up in the instructions as files change
+        names = [t["name"] for t in tables(cursor, None, "names")]
+        mcp.instructions = _instructions(settings, names)
+
+    engine.on_open.append(on_open)
+    if engine.unavailable is None:  # checked now; otherwise when the files come free
+        with engine.cursor() as cursor:
+            on_open(cursor)
+            check_canned_queries(cursor, limits.canned_queries)
 
     async def answer(
         sql: str,
