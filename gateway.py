@@ -156,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         return token_command(argv[1:])
     if argv[:1] == ["clients"]:
         return clients_command(argv[1:])
+    if argv[:1] == ["new-pipeline"]:
+        from servers.pipelines.scaffold import command
+
+        return command(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="JSON file with settings and mcpServers")
     parser.add_argument("--transport", choices=["http", "stdio"], default="http")
