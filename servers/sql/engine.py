@@ -77,9 +77,16 @@ class Detach(Generic[T]):
 
 
 def open_connection(
-    database: Path, settings: SqlSettings, scratch_dir: Path, readable: list[Path]
+    database: Path,
+    settings: SqlSettings,
+    scratch_dir: Path,
+    readable: list[Path],
+    attachable: list[Path] = (),
 ) -> duckdb.DuckDBPyConnection:
-    """Open database read-only with every hardening setting applied and the configuration locked."""
+    """Open database read-only with every hardening setting applied and the configuration locked.
+
+    ``attachable`` names the files the engine itself attaches (the sources), the only files
+    besides the readable directories' that DuckDB will open."""
     scratch_dir.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(
         str(database),
@@ -109,6 +116,11 @@ def open_connection(
             f"SET max_temp_directory_size = {sql_literal(settings.max_temp_directory_size)}"
         )
         con.execute(f"SET allowed_directories = [{', '.join(map(sql_literal, allowed))}]")
+        if attachable:
+            # With each file its write-ahead log, which DuckDB reads when attaching it.
+            paths = [str(p) + suffix for p in attachable for suffix in ("", ".wal")]
+            files = ", ".join(map(sql_literal, paths))
+            con.execute(f"SET allowed_paths = [{files}]")
         con.execute(f"SET GLOBAL file_search_path = {sql_literal(','.join(directories))}")
         con.execute("SET enable_external_access = false")
         # Progress reporting is switched on per cursor, only for callers that asked for progress.
@@ -248,9 +260,12 @@ class Engine:
             return self._threads.submit(self._open).result()
         if not self.database.is_file():
             raise FileNotFoundError(self.database)
-        connection = open_connection(self.database, self.settings, self._scratch, self.readable)
+        attachable = self.sources.prepare(self._scratch / "sources")
+        connection = open_connection(
+            self.database, self.settings, self._scratch, self.readable, attachable
+        )
         try:
-            busy = self.sources.attach_all(connection, self._scratch / "sources")
+            busy = self.sources.attach_all(connection)
             for listener in self.on_open:
                 listener(connection)
         except BaseException:

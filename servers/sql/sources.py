@@ -114,9 +114,16 @@ class Sources:
         pairs = [(str(path), f"<{name}>") for name, path in self.files.items()]
         return pairs + [(str(f.path), f"<{name}>") for name, f in self.folders.items()]
 
-    def attach_all(self, con: duckdb.DuckDBPyConnection, scratch: Path) -> dict[str, str]:
-        """Attach every source to con (read-only); returns the sources that could not be
-        attached now, with why (a writer holds the file)."""
+    def prepare(self, scratch: Path) -> list[Path]:
+        """Build the folders' views files where their files changed; returns every file the
+        engine will attach (allowed by name in the hardened connection)."""
+        for folder in self.folders.values():
+            build_views(folder, scratch)
+        return [*self.files.values(), *(f.views for f in self.folders.values())]
+
+    def attach_all(self, con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+        """Attach every source to con (read-only), after ``prepare``; returns the sources that
+        could not be attached now, with why (a writer holds the file)."""
         busy = {}
         for name, path in self.files.items():
             try:
@@ -124,7 +131,7 @@ class Sources:
             except duckdb.IOException as exc:
                 busy[name] = _reason(exc)
         for folder in self.folders.values():
-            attach(con, folder.name, build_views(folder, scratch))
+            attach(con, folder.name, folder.views)
         return busy
 
     def attach_busy(self, con: duckdb.DuckDBPyConnection, busy: dict[str, str]) -> dict[str, str]:
