@@ -50,13 +50,12 @@ class Pipeline:
     tables: tuple[str, ...] = ()
 
 
-def add_folders(folders: list[str]) -> None:
-    """Make modules in folders importable as ``pipelines.<name>``, here and in child processes
-    (run workers, local Dask workers) started from now on."""
-    for folder in folders:
-        if folder not in __path__:
-            __path__.append(folder)
-    os.environ[FOLDERS_VARIABLE] = json.dumps(__path__[1:])
+def use_folders(folders: list[str]) -> None:
+    """Make modules in folders (and no other folders of earlier settings) importable as
+    ``pipelines.<name>``, here and in child processes (run workers, local Dask workers)
+    started from now on."""
+    __path__[1:] = folders
+    os.environ[FOLDERS_VARIABLE] = json.dumps(folders)
 
 
 def registry() -> dict[str, Pipeline]:

@@ -9,9 +9,10 @@ read-only DuckDB cursor. Nothing here knows about MCP.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -108,7 +109,7 @@ def folder_pipelines(folders: list[Path]) -> dict[str, Pipeline]:
         if not path.is_dir():
             raise PipelineError(f"settings pipelines.paths names {folder}, which is not a folder")
         resolved.append(path)
-    package.add_folders([str(path) for path in resolved])
+    package.use_folders([str(path) for path in resolved])
     found: dict[str, Pipeline] = {}
     for path in resolved:
         for file in sorted(path.glob("*.py")):
@@ -125,12 +126,19 @@ def _folder_pipeline(file: Path) -> Pipeline:
     where = f"pipeline module {file}"
     if not _MODULE_NAME.match(file.stem):
         raise PipelineError(f"{where}: a file name is a letter, then letters, digits or _")
-    try:
-        module = importlib.import_module(f"pipelines.{file.stem}")
-    except Exception as exc:
-        raise PipelineError(f"{where} does not import: {type(exc).__name__}: {exc}") from None
-    if Path(module.__file__ or "").resolve() != file:
+    if (Path(package.__file__).parent / file.name).exists():
         raise PipelineError(f"{where} has the name of a sample module; rename its file")
+    # Imported from this very file (a module of that name from other settings is replaced);
+    # other processes import it by name through the package's search path.
+    name = f"pipelines.{file.stem}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise PipelineError(f"{where} does not import: {type(exc).__name__}: {exc}") from None
     outputs = getattr(module, "OUTPUTS", None)
     if not outputs:
         raise PipelineError(f"{where} has no OUTPUTS (the nodes callers may request)")
