@@ -178,7 +178,9 @@ class Engine:
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
         self._hidden_paths = _paths_to_hide(database, data_dir, self.readable, self.sources)
         self._files = SharedFiles(self._open, settings.idle_release_s)
+        # Called with the connection when it opens on files that changed since the last time.
         self.on_open: list[Callable[[duckdb.DuckDBPyConnection], None]] = []
+        self._seen: tuple = ()
         # Try once now, so the catalog is known at start-up when the file is free.
         self._threads.submit(self._files.try_open).result()
 
@@ -266,12 +268,23 @@ class Engine:
         )
         try:
             busy = self.sources.attach_all(connection)
-            for listener in self.on_open:
-                listener(connection)
+            identity = self._identity()
+            if identity != self._seen:  # the catalog can have changed: tell the listeners
+                for listener in self.on_open:
+                    listener(connection)
+                self._seen = identity
         except BaseException:
             connection.close()
             raise
         return connection, busy
+
+    def _identity(self) -> tuple:
+        """Size and time of every file served (and of the folders' files): unchanged, the
+        catalog is unchanged too."""
+        files = [self.database, *self.sources.files.values()]
+        files += [f.with_name(f.name + ".wal") for f in files]  # commits not checkpointed yet
+        stats = [(f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()]
+        return (*stats, *(f.built for f in self.sources.folders.values()))
 
     async def _acquire(self) -> duckdb.DuckDBPyConnection:
         connection = self._files.acquire_if_open()
