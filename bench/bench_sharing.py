@@ -5,10 +5,10 @@
 Every server runs as a stdio subprocess and is called through a fastmcp client, one query each
 in turn (so all see the same load), on its own copy of the sample database:
 
-- ``this, warm``: ``sql_query`` back to back on this tree (the connection stays open between
-  calls that follow each other within ``idle_release_s``).
-- ``base, warm``: the same on the tree in ``--base`` (a worktree of the code before this change,
-  which holds its connection for good), when given.
+- ``this, warm``: ``sql_query`` right after another call on this tree (the connection is held
+  between calls that follow each other within ``idle_release_s``, default settings).
+- ``base, warm``: the same (a call right after another) on the tree in ``--base`` (a worktree
+  of the code before this change, which holds its connection for good), when given.
 - ``this, after idle release``: ``sql_query`` with ``idle_release_s=0.05`` and a pause of 0.2 s
   before each call, so every call opens the file again.
 - ``motherduck, per-query open``: mcp-server-motherduck's ``execute_query`` on a read-only local
@@ -133,6 +133,8 @@ async def run(rounds: int, base: Path | None, peer: str | None) -> dict:
                     _, tool, pause = variants[name]
                     if pause:
                         await asyncio.sleep(pause)
+                    else:  # warm: right after another call, as in a conversation's burst
+                        await _time_call(client, tool, {"sql": QUERY})
                     samples[name].append(await _time_call(client, tool, {"sql": QUERY}))
         finally:
             for client in clients.values():

@@ -20,7 +20,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -34,8 +33,8 @@ import duckdb
 from servers.sample_data import ensure_sample_database
 from servers.settings import PROJECT_ROOT, GatewaySettings, SqlSettings
 from servers.sql.gate import RefusedStatement, parser_message
-from servers.sql.sharing import LOCK_POLL_S, FilesUnavailable, SharedFiles
-from servers.sql.sources import Sources, check_database
+from servers.sql.sharing import FilesUnavailable, SharedFiles
+from servers.sql.sources import Sources, check_database, waiting_for_sources
 
 T = TypeVar("T")
 _log = logging.getLogger("gateway.sql")
@@ -202,11 +201,6 @@ class Engine:
         """Why the database cannot be opened now (None when it can, or has not been tried)."""
         return self._files.unavailable
 
-    @property
-    def busy_sources(self) -> dict[str, str]:
-        """Sources a writer held when the connection was last opened, with why."""
-        return dict(self._files.busy)
-
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
         self._files.shut()
@@ -268,7 +262,7 @@ class Engine:
         )
         try:
             busy = self.sources.attach_all(connection)
-            identity = self._identity()
+            identity = self.sources.identity(self.database)
             if identity != self._seen:  # the catalog can have changed: tell the listeners
                 for listener in self.on_open:
                     listener(connection)
@@ -277,14 +271,6 @@ class Engine:
             connection.close()
             raise
         return connection, busy
-
-    def _identity(self) -> tuple:
-        """Size and time of every file served (and of the folders' files): unchanged, the
-        catalog is unchanged too."""
-        files = [self.database, *self.sources.files.values()]
-        files += [f.with_name(f.name + ".wal") for f in files]  # commits not checkpointed yet
-        stats = [(f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()]
-        return (*stats, *(f.built for f in self.sources.folders.values()))
 
     async def _acquire(self) -> duckdb.DuckDBPyConnection:
         connection = self._files.acquire_if_open()
@@ -353,29 +339,9 @@ class Engine:
                         self._threads.submit(_release_when_done, call, cursor, self._files)
 
     def _with_sources(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> Callable:
-        """work, which, while a writer holds a source's file, attaches it as soon as it is free
-        and waits for it (lock_wait_s) when the statement cannot find what it names."""
         if not self._files.busy:
             return work
-
-        def waiting(cursor: duckdb.DuckDBPyConnection) -> T:
-            deadline = time.monotonic() + self.settings.lock_wait_s
-            while True:
-                self._files.busy = self.sources.attach_busy(cursor, self._files.busy)
-                try:
-                    return work(cursor)
-                except duckdb.CatalogException:
-                    if not self._files.busy:
-                        raise
-                    if time.monotonic() >= deadline:
-                        names = ", ".join(sorted(self._files.busy))
-                        raise FilesUnavailable(
-                            f"The source {names} is being written by another process; try "
-                            "again shortly."
-                        ) from None
-                    time.sleep(LOCK_POLL_S)
-
-        return waiting
+        return waiting_for_sources(work, self.sources, self._files, self.settings.lock_wait_s)
 
     async def _in_thread(self, call: _Call[T]) -> T:
         """call() in one of the engine's threads. A cancelled caller stops waiting at once (the

@@ -12,11 +12,17 @@ hardening changes.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
+
+from servers.sql.sharing import LOCK_POLL_S, FilesUnavailable, SharedFiles
+
+T = TypeVar("T")
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # How each kind of file in a folder is read; the view is named after the file's stem.
@@ -106,6 +112,14 @@ class Sources:
                 )
         return found
 
+    def identity(self, database: Path) -> tuple:
+        """Size and time of every file served (and of the folders' files): unchanged, the
+        catalog is unchanged too."""
+        files = [database, *self.files.values()]
+        files += [f.with_name(f.name + ".wal") for f in files]  # commits not checkpointed yet
+        stats = [(f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()]
+        return (*stats, *(f.built for f in self.folders.values()))
+
     @property
     def directories(self) -> list[Path]:
         return [folder.path for folder in self.folders.values()]
@@ -145,6 +159,36 @@ class Sources:
             except duckdb.BinderException:  # attached meanwhile by another call
                 pass
         return still
+
+
+def waiting_for_sources(
+    work: Callable[[duckdb.DuckDBPyConnection], T],
+    sources: Sources,
+    files: SharedFiles,
+    wait_s: float,
+) -> Callable[[duckdb.DuckDBPyConnection], T]:
+    """work, which, while a writer holds a source's file (``files.busy``), attaches it as soon
+    as it is free, and waits for it up to wait_s when the statement cannot find what it names;
+    then FilesUnavailable names the source."""
+
+    def waiting(cursor: duckdb.DuckDBPyConnection) -> T:
+        deadline = time.monotonic() + wait_s
+        while True:
+            files.busy = sources.attach_busy(cursor, files.busy)
+            try:
+                return work(cursor)
+            except duckdb.CatalogException:
+                if not files.busy:
+                    raise
+                if time.monotonic() >= deadline:
+                    names = ", ".join(sorted(files.busy))
+                    raise FilesUnavailable(
+                        f"The source {names} is being written by another process; try again "
+                        "shortly."
+                    ) from None
+                time.sleep(LOCK_POLL_S)
+
+    return waiting
 
 
 def attach(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
