@@ -54,6 +54,7 @@ class SharedFiles:
         self._users = 0
         self._idle_since = 0.0
         self._shut = False
+        self._opening = False
         self._reaper: threading.Thread | None = None
         self.unavailable: str | None = None
         self.busy: dict[str, str] = {}
@@ -72,13 +73,29 @@ class SharedFiles:
 
     def acquire(self, wait_s: float) -> duckdb.DuckDBPyConnection:
         """The connection, opened if needed, counted as used until ``release``. Waits up to
-        wait_s for a file a writer holds, then raises FilesUnavailable."""
+        wait_s for a file a writer holds, then raises FilesUnavailable. The open runs outside
+        the lock, so callers that find the connection open never wait for one."""
         deadline = time.monotonic() + wait_s
         while True:
             with self._state:
                 if self._shut:
                     raise FilesUnavailable("The sql engine is shutting down.")
-                if self._connection is not None or self._open_locked():
+                if self._connection is not None:
+                    self._users += 1
+                    return self._connection
+                if self._opening:  # another caller is opening it: wait for that
+                    self._state.wait(LOCK_POLL_S)
+                    continue
+                self._opening = True
+            opened = self._attempt()
+            with self._state:
+                self._opening = False
+                self._state.notify_all()
+                if opened is not None and self._shut:
+                    opened[0].close()
+                    raise FilesUnavailable("The sql engine is shutting down.")
+                if opened is not None:
+                    self._connection, self.busy = opened
                     self._users += 1
                     return self._connection
             if time.monotonic() >= deadline:
@@ -89,10 +106,11 @@ class SharedFiles:
     def try_open(self) -> None:
         """Open the files now if they are free (to learn the catalog or report health), and let
         them go again after the idle delay."""
-        with self._state:
-            if self._connection is None and self._open_locked() and self._users == 0:
-                self._idle_since = time.monotonic()
-                self._state.notify_all()
+        try:
+            self.acquire(0)
+        except FilesUnavailable:
+            return
+        self.release()
 
     def release(self) -> None:
         with self._state:
@@ -107,21 +125,22 @@ class SharedFiles:
             self._close_locked()
             self._state.notify_all()
 
-    def _open_locked(self) -> bool:
+    def _attempt(self) -> tuple[duckdb.DuckDBPyConnection, dict[str, str]] | None:
+        """One try at opening; None (with the reason in ``unavailable``) when it cannot now."""
         try:
-            self._connection, self.busy = self._opener()
+            opened = self._opener()
         except (FileNotFoundError, duckdb.IOException) as exc:
             reason = unavailable_reason(exc)
             if reason != self.unavailable:
                 _log.warning("sql unavailable: %s", reason)
             self.unavailable = reason
-            return False
+            return None
         if self.unavailable:
             _log.warning("sql available again")
         self.unavailable = None
         self.opened += 1
         self._start_reaper()
-        return True
+        return opened
 
     def _close_locked(self) -> None:
         if self._connection is not None:
