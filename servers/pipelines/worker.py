@@ -148,7 +148,6 @@ class Worker:
         finally:
             if isinstance(db, duckdb.DuckDBPyConnection):
                 db.close()
-            release_connections()  # the file is not held between runs
         shaped = {
             name: shape_output(value, job.max_rows, job.max_bytes)
             for name, value in results.items()
@@ -212,6 +211,9 @@ def main(conn: Connection) -> None:
     worker = Worker(spec, send)
     while True:
         try:
+            # Idle for sql.idle_release_s: let the database file go, so a writer can open it.
+            if not conn.poll(spec.sql.idle_release_s):
+                release_connections()
             job = conn.recv()
         except (EOFError, OSError):
             break
