@@ -23,7 +23,7 @@ from servers.pipelines.registry import PipelineError
 from servers.pipelines.server import create_server, tasks_extension
 from servers.settings import PROJECT_ROOT, GatewaySettings
 from tests.test_pipelines_redis import WORKER, redis_url  # noqa: F401 (a fixture)
-from tests.writers import make_database
+from tests.writers import make_database, writer
 
 pytestmark = pytest.mark.slow
 
@@ -219,3 +219,26 @@ async def test_a_redis_task_worker_runs_a_pipeline_from_the_folder(folder_worker
     assert process.pid in executors  # the worker process took some, with the folder's module
     rows = [results[i]["result"]["outputs"]["totals"]["rows"] for i in run_ids]
     assert rows == [[[5, 150]], [[4, 140]], [[3, 120]], [[2, 90]]]
+
+
+async def test_a_run_worker_lets_the_file_go_when_idle_and_waits_for_a_writer(own):
+    settings = GatewaySettings.load(
+        data_dir=own["data"],
+        mcpServers={},
+        sql={"database": own["database"], "idle_release_s": 0.2, "lock_wait_s": 1.0},
+        pipelines={"paths": [own["folder"]]},
+    )
+    async with Client(create_gateway(settings)) as client:
+        first = await client.call_tool("pipelines_run_order_totals", {"minimum": 0})
+        # The gateway and its idle run worker let the file go: the writer gets it and commits.
+        with (
+            writer(own["database"], "INSERT INTO orders VALUES (6, 60)"),
+            pytest.raises(ToolError) as refused,
+        ):
+            await client.call_tool("pipelines_run_order_totals", {"minimum": 0})
+        after = await client.call_tool("pipelines_run_order_totals", {"minimum": 0})
+    assert first.structured_content["outputs"]["totals"]["rows"] == [[5, 150]]
+    assert "The database is being written by another process; try again shortly." in str(
+        refused.value
+    )
+    assert after.structured_content["outputs"]["totals"]["rows"] == [[6, 210]]
