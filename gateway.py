@@ -60,7 +60,6 @@ def compose(
     from servers.backends.provider import install_backends
     from servers.gateway.audit import Audit, AuditMiddleware
     from servers.gateway.auth import build_auth
-    from servers.gateway.check import table_count
     from servers.gateway.limits import ClientLimits
     from servers.gateway.listing import ClientListing, LeanListing, client_filter
     from servers.gateway.metrics import install_metrics
@@ -134,7 +133,8 @@ def compose(
 
     facts = StartupFacts(
         database=engine.database.name,
-        tables=table_count(engine.connection),
+        tables=None if (names := engine.table_names()) is None else len(names),
+        unavailable=engine.unavailable,
         tools={
             "sql": tool_count(sql_server),
             "pipelines": tool_count(pipelines_server),
@@ -224,6 +224,8 @@ subcommands:
   clients   print ready-to-paste setup for Claude Desktop/Code, Cursor, ChatGPT
   check     validate settings, database, pipelines and every backend; print the
             effective settings (secrets masked); exit 1 with one line per problem
+  new-pipeline NAME --dir DIR
+            write a commented pipeline module that passes validation
 """
 
 
@@ -235,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         from servers.gateway.clients import clients_command
 
         return clients_command(argv[1:])
+    if argv[:1] == ["new-pipeline"]:
+        from servers.pipelines.scaffold import command
+
+        return command(argv[1:])
     if argv[:1] == ["check"]:
         from servers.gateway.check import check_command
 

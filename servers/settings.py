@@ -137,6 +137,22 @@ class SqlSettings(_Section):
         description="Most estimated tokens (bytes / 4) of rows the first page of a result "
         "returns, besides max_rows and max_result_bytes.",
     )
+    idle_release_s: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds after the last query ends before the database files are let go, "
+        "so other processes can write them; reopened on the next query.",
+    )
+    lock_wait_s: float = Field(
+        5.0,
+        ge=0,
+        description="Longest a query waits for a database file another process is writing.",
+    )
+    sources: dict[str, Path] = Field(
+        default_factory=dict,
+        description="More data by name: a DuckDB file (attached read-only) or a directory whose "
+        "Parquet, CSV and JSON files become views <name>.<file>.",
+    )
 
 
 class ChartSettings(_Section):
@@ -206,6 +222,15 @@ class PipelineSettings(_Section):
     tasks_name: str = Field("gateway-pipelines", description="Queue name shared with workers.")
     tasks_concurrency: int = Field(
         2, ge=1, description="Background runs one process (gateway or worker) takes at once."
+    )
+    paths: list[Path] = Field(
+        default_factory=list,
+        description="Directories of your own pipeline modules, registered at start-up.",
+    )
+    sample_pipelines: list[str] | None = Field(
+        None,
+        description="Sample pipelines served; unset: all of them with the sample database, "
+        "none with your own.",
     )
 
 

@@ -3,6 +3,7 @@ served gateway keeps them out until used, start failures are one clean line, `ch
 every problem, the banner, `GET /` and serverInfo say what runs, and `--workers 2` beside CPU
 hogs loses no worker."""
 
+import contextlib
 import json
 import os
 import re
@@ -115,30 +116,38 @@ def holding_for_writing(database: Path) -> Iterator[None]:
         holder.wait()
 
 
-def test_a_missing_database_is_one_clean_line(env, tmp_path):
-    env["GATEWAY_SQL__DATABASE"] = str(tmp_path / "nowhere.duckdb")
-    line = one_line_failure(run(["gateway.py", "--port", str(free_port())], env))
-    assert "does not exist" in line
-
-
 def test_a_file_that_is_not_duckdb_is_one_clean_line(env, tmp_path):
     junk = tmp_path / "notes.duckdb"
     junk.write_text("these are notes, not a database\n" * 100)
     env["GATEWAY_SQL__DATABASE"] = str(junk)
     line = one_line_failure(run(["gateway.py", "--port", str(free_port())], env))
-    assert "cannot open the database file" in line
+    assert "not a DuckDB database" in line
 
 
-def test_a_database_locked_by_a_writer_is_one_clean_line(env, tmp_path):
+@pytest.mark.parametrize("state", ["missing", "locked"])
+def test_a_missing_or_locked_database_starts_the_gateway_and_the_banner_says_why(
+    env, tmp_path, state
+):
+    """The file is the user's: a writer may hold it, or create it later (issue 16). The
+    gateway serves everything else and says in one line why sql waits."""
     database = tmp_path / "busy.duckdb"
-    subprocess.run(
-        [sys.executable, "-c", f"import duckdb; duckdb.connect({str(database)!r}).close()"],
-        check=True,
-    )
     env["GATEWAY_SQL__DATABASE"] = str(database)
-    with holding_for_writing(database):
-        line = one_line_failure(run(["gateway.py", "--port", str(free_port())], env))
-    assert "locked by another process" in line
+    port, log = free_port(), tmp_path / "gateway.log"
+    holding = contextlib.nullcontext()
+    if state == "locked":
+        subprocess.run(
+            [sys.executable, "-c", f"import duckdb; duckdb.connect({str(database)!r}).close()"],
+            check=True,
+        )
+        holding = holding_for_writing(database)
+    with holding, gateway_process(["--port", str(port)], env, log) as process:
+        deadline = time.monotonic() + 120
+        while "database:" not in log.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        line = next(x for x in log.read_text().splitlines() if "database:" in x)
+        assert "unavailable now" in line and str(tmp_path) not in line
+        assert "Traceback" not in log.read_text()
 
 
 def test_an_unreadable_config_file_is_one_clean_line(env, tmp_path):

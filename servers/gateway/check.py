@@ -45,7 +45,9 @@ def database_problems(settings: GatewaySettings) -> tuple[list[str], str]:
     except duckdb.Error as exc:
         return [f"database: {database_error(exc)}"], ""
     try:
-        tables = table_count(engine.connection)
+        if engine.unavailable is not None:
+            return [f"database: {engine.unavailable}"], ""
+        tables = len(engine.table_names() or ())
     finally:
         engine.close()
     return [], f"{engine.database.name} ({tables} tables)"
@@ -60,14 +62,6 @@ def database_error(exc: Exception) -> str:
             "holds it open for writing, or serve a copy"
         )
     return f"cannot open the database file: {text}"
-
-
-def table_count(connection) -> int:
-    query = (
-        "SELECT count(*) FROM information_schema.tables "
-        "WHERE table_schema NOT IN ('information_schema', 'pg_catalog')"
-    )
-    return connection.cursor().execute(query).fetchone()[0]
 
 
 def pipeline_problems(settings: GatewaySettings) -> tuple[list[str], int]:

@@ -72,9 +72,16 @@ class StartupFacts:
     """What the banner reports, gathered by create_gateway while it composes."""
 
     database: str = ""
-    tables: int = 0
+    tables: int | None = 0  # None: the file cannot be opened now (``unavailable`` says why)
+    unavailable: str | None = None
     tools: dict[str, int] = field(default_factory=dict)
     backends: dict[str, str] = field(default_factory=dict)
+
+
+def database_state(facts: StartupFacts) -> str:
+    if facts.tables is None:
+        return f"unavailable now: {facts.unavailable}; served as soon as it can be opened"
+    return f"{facts.tables} tables, read-only"
 
 
 def banner(settings: GatewaySettings, facts: StartupFacts, transport: str) -> str:
@@ -85,7 +92,7 @@ def banner(settings: GatewaySettings, facts: StartupFacts, transport: str) -> st
     lines = [
         f"{name} {version}",
         f"  endpoint:   {endpoint(settings, transport)}",
-        f"  database:   {facts.database} ({facts.tables} tables, read-only)",
+        f"  database:   {facts.database} ({database_state(facts)})",
         f"  namespaces: {namespaces}",
         f"  backends:   {backends}",
         f"  auth:       {auth_mode(settings)}",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from servers.lazy import lazy_module
 from servers.leftovers import own_folder, remove_leftovers
 from servers.settings import PipelineSettings, SqlSettings
 from servers.sql.engine import open_connection
+from servers.sql.sharing import BUSY, LOCK_POLL_S, MISSING
 
 # hamilton.driver and hamilton.base import pandas (and, by Hamilton's extension autoloading,
 # dask.dataframe): they load in the run worker that builds a driver, not in the gateway.
@@ -48,8 +50,30 @@ def hardened_connection(
             remove_leftovers(scratch_dir)
             # Nodes read only the database: no readable directories.
             own = own_folder(scratch_dir)
-            _connections[database] = open_connection(database, settings, own, [])
+            _connections[database] = _open_waiting(database, settings, own)
         return _connections[database]
+
+
+def _open_waiting(
+    database: Path, settings: SqlSettings, scratch_dir: Path
+) -> duckdb.DuckDBPyConnection:
+    """open_connection, waiting up to lock_wait_s for a file another process is writing."""
+    deadline = time.monotonic() + settings.lock_wait_s
+    while True:
+        try:
+            return open_connection(database, settings, scratch_dir, [])
+        except duckdb.IOException as exc:
+            if time.monotonic() >= deadline:
+                raise ValueError(BUSY if "lock" in str(exc).lower() else MISSING) from None
+        time.sleep(LOCK_POLL_S)
+
+
+def release_connections() -> None:
+    """Close this process's connections, letting the database files go between runs (a writer
+    may open them meanwhile); the next run opens them again."""
+    with _connections_lock:
+        while _connections:
+            _connections.popitem()[1].close()
 
 
 class SharedDatabase:

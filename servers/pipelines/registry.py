@@ -23,9 +23,11 @@ import contextlib
 import ctypes
 import dataclasses
 import importlib
+import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,22 +35,25 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
 import duckdb
 from pydantic import BaseModel, Field, ValidationError
 
-from pipelines import Pipeline
+import pipelines as package
+from pipelines import SAMPLE_TABLES, Pipeline, registry
 from servers.conventions import describe_errors
 from servers.lazy import lazy_module
 from servers.results import Column, Rows, cap_rows, json_value
-from servers.settings import ENGINES, PROJECT_ROOT, PipelineOverride
+from servers.settings import ENGINES, PROJECT_ROOT, GatewaySettings, PipelineOverride
 
 # Hamilton (and through it pandas and dask) loads where a driver is built: in the validation
 # subprocess and the run workers, or here on a describe before validation has answered.
 driver = lazy_module("hamilton.driver")
 log = logging.getLogger("gateway.pipelines")
+_MODULE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 # The arguments of every tool that names a pipeline, its inputs and its outputs.
 PipelineName = Annotated[str, Field(description="From pipelines_list_pipelines.")]
@@ -82,6 +87,86 @@ class LoadedPipeline:
     @property
     def description(self) -> str:
         return (self.module.__doc__ or self.name).strip()
+
+
+def served_registry(settings: GatewaySettings, tables: set[str] | None) -> dict[str, Pipeline]:
+    """The pipelines to serve: the sample ones that apply (all with the sample database, none
+    with your own, or those named in ``pipelines.sample_pipelines``), then every module of the
+    ``pipelines.paths`` folders. One that declares tables missing from ``tables`` (the served
+    data's names; None: unknown now) is left out, with a log line naming what is missing."""
+    wanted = settings.pipelines.sample_pipelines
+    if wanted is None:
+        wanted = list(SAMPLE_TABLES) if settings.sql.database is None else []
+    unknown = sorted(set(wanted) - set(SAMPLE_TABLES))
+    if unknown:
+        raise PipelineError(
+            f"settings pipelines.sample_pipelines names {unknown}; the samples are "
+            f"{', '.join(SAMPLE_TABLES)}"
+        )
+    samples = registry() if wanted else {}
+    chosen = {name: samples[name] for name in wanted}
+    for name, spec in folder_pipelines(settings.pipelines.paths).items():
+        if name in chosen:
+            raise PipelineError(
+                f"pipeline {name!r} of {spec.module.__file__} has the name of a sample pipeline; "
+                "rename its file"
+            )
+        chosen[name] = spec
+    if tables is None:
+        return chosen
+    for name, spec in list(chosen.items()):
+        missing = [t for t in spec.tables if t not in tables]
+        if missing:
+            log.warning(
+                "pipeline %s left out: the served data has no table %s", name, ", ".join(missing)
+            )
+            del chosen[name]
+    return chosen
+
+
+def folder_pipelines(folders: list[Path]) -> dict[str, Pipeline]:
+    """Every pipeline module (``*.py`` not starting with ``_``) of folders, imported as
+    ``pipelines.<file name>``; PipelineError names a folder or module that is not usable."""
+    resolved = []
+    for folder in folders:
+        path = Path(folder).expanduser().resolve()
+        if not path.is_dir():
+            raise PipelineError(f"settings pipelines.paths names {folder}, which is not a folder")
+        resolved.append(path)
+    package.use_folders([str(path) for path in resolved])
+    found: dict[str, Pipeline] = {}
+    for path in resolved:
+        for file in sorted(path.glob("*.py")):
+            if file.name.startswith("_"):
+                continue
+            spec = _folder_pipeline(file)
+            if spec.module.__name__.rsplit(".", 1)[-1] in found:
+                raise PipelineError(f"two pipeline modules are named {file.stem!r}; rename one")
+            found[file.stem] = spec
+    return found
+
+
+def _folder_pipeline(file: Path) -> Pipeline:
+    where = f"pipeline module {file}"
+    if not _MODULE_NAME.match(file.stem):
+        raise PipelineError(f"{where}: a file name is a letter, then letters, digits or _")
+    if (Path(package.__file__).parent / file.name).exists():
+        raise PipelineError(f"{where} has the name of a sample module; rename its file")
+    # Imported from this very file (a module of that name from other settings is replaced);
+    # other processes import it by name through the package's search path.
+    name = f"pipelines.{file.stem}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise PipelineError(f"{where} does not import: {type(exc).__name__}: {exc}") from None
+    outputs = getattr(module, "OUTPUTS", None)
+    if not outputs:
+        raise PipelineError(f"{where} has no OUTPUTS (the nodes callers may request)")
+    return Pipeline(module, tuple(outputs), tables=tuple(getattr(module, "TABLES", ())))
 
 
 def load_registry(

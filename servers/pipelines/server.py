@@ -32,7 +32,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from pipelines import Pipeline, registry
+from pipelines import Pipeline
 from servers.conventions import READ_ONLY
 from servers.lookup import NotFoundHere, Server
 from servers.pipelines.chart import add_pipeline_chart_tool
@@ -50,6 +50,7 @@ from servers.pipelines.registry import (
     describe_inputs,
     input_schema,
     mermaid,
+    served_registry,
     shape_output,
     validate_in_background,
 )
@@ -344,9 +345,9 @@ def build_server(
     """The pipelines server (as ``create_server``) and its control for the admin server."""
     # Hamilton logs every node failure (with its inputs) at ERROR; the caller gets a ToolError.
     logging.getLogger("hamilton").setLevel(logging.CRITICAL)
-    loaded = declared_pipelines(
-        registry() if pipelines is None else pipelines, settings.pipelines.overrides
-    )
+    if pipelines is None:
+        pipelines = served_registry(settings, engine.table_names() if engine else None)
+    loaded = declared_pipelines(pipelines, settings.pipelines.overrides)
     # Built and validated in a subprocess while this server serves; see registry.Validation.
     validation = validate_in_background(loaded, settings.pipelines.worker_nice)
     database = engine.database if engine else settings.database()

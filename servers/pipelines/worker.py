@@ -29,7 +29,12 @@ import duckdb
 from hamilton.lifecycle import GraphExecutionHook, NodeExecutionHook
 
 from servers.lazy import lazy_module
-from servers.pipelines.engines import build_driver, cache_directory, database_for
+from servers.pipelines.engines import (
+    build_driver,
+    cache_directory,
+    database_for,
+    release_connections,
+)
 from servers.pipelines.registry import shape_output
 from servers.settings import PIPELINE_OUTPUTS, PipelineSettings, SqlSettings
 
@@ -128,7 +133,10 @@ class Worker:
     def run(self, job: Job) -> dict[str, Any]:
         plan = self.spec.plans[job.pipeline]
         dr = self.driver(job.pipeline)
-        db = database_for(plan.engine, self.spec.database, self.spec.sql, self.spec.scratch_dir)
+        try:
+            db = database_for(plan.engine, self.spec.database, self.spec.sql, self.spec.scratch_dir)
+        except ValueError as exc:  # a writer held the file past lock_wait_s, or it is missing
+            raise RunFailed(str(exc)) from None
         try:
             results = dr.execute(job.outputs, inputs={**job.inputs, "db": db})
         except (ValueError, duckdb.Error) as exc:
@@ -201,6 +209,9 @@ def main(conn: Connection) -> None:
     worker = Worker(spec, send)
     while True:
         try:
+            # Idle for sql.idle_release_s: let the database file go, so a writer can open it.
+            if not conn.poll(spec.sql.idle_release_s):
+                release_connections()
             job = conn.recv()
         except (EOFError, OSError):
             break

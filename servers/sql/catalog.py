@@ -10,51 +10,73 @@ from servers.sql.engine import sql_identifier
 from servers.sql.gate import RefusedStatement
 from servers.sql.result_store import table_rows
 
+# Every table and view of the served database and of each attached source. Names in the served
+# database are bare (`flights`); a source's are qualified by its name (`lake.sales`), and by
+# schema too outside its main schema (`shop.raw.orders`).
 _TABLES_SQL = """
-    SELECT t.name, t.kind, t.comment, coalesce(s.estimated_size, 0) AS row_estimate,
-           (SELECT count(*) FROM duckdb_columns() c
-             WHERE c.table_name = t.name AND c.schema_name = t.schema_name) AS columns
-    FROM (
-        SELECT table_name AS name, schema_name, 'table' AS kind, comment FROM duckdb_tables()
+    WITH entries AS (
+        SELECT database_name AS db, schema_name AS sch, table_name AS base, 'table' AS kind,
+               comment, estimated_size FROM duckdb_tables()
         UNION ALL
-        SELECT view_name, schema_name, 'view', comment FROM duckdb_views() WHERE NOT internal
-    ) t
-    LEFT JOIN duckdb_tables() s ON s.table_name = t.name AND s.schema_name = t.schema_name
-    WHERE t.schema_name = current_schema() AND t.name ILIKE coalesce(?, '%')
-    ORDER BY t.name
+        SELECT database_name, schema_name, view_name, 'view', comment, NULL FROM duckdb_views()
+        WHERE NOT internal
+    ), named AS (
+        SELECT *, CASE
+            WHEN db = current_database() AND sch = current_schema() THEN base
+            WHEN sch = 'main' THEN db || '.' || base
+            ELSE db || '.' || sch || '.' || base END AS name
+        FROM entries WHERE db NOT IN ('system', 'temp')
+    )
+    SELECT n.name, n.kind, n.comment, coalesce(n.estimated_size, 0) AS row_estimate,
+           (SELECT count(*) FROM duckdb_columns() c WHERE c.database_name = n.db
+              AND c.schema_name = n.sch AND c.table_name = n.base) AS columns,
+           n.db, n.sch, n.base
+    FROM named n
+    WHERE n.name ILIKE coalesce(?, '%')
+    ORDER BY n.db <> current_database(), n.name
 """
 
 _COLUMNS_SQL = """
     SELECT column_name, data_type, is_nullable, comment FROM duckdb_columns()
-    WHERE table_name = ? AND schema_name = current_schema() ORDER BY column_index
+    WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index
 """
+
+_SUMMARY = ["name", "kind", "comment", "row_estimate", "columns"]
+
+
+def _entries(cursor: duckdb.DuckDBPyConnection, pattern: str | None) -> list[dict]:
+    rows = cursor.execute(_TABLES_SQL, [pattern]).fetchall()
+    return [dict(zip([*_SUMMARY, "db", "schema", "base"], row, strict=True)) for row in rows]
 
 
 def tables(cursor: duckdb.DuckDBPyConnection, pattern: str | None, detail: str) -> list[dict]:
-    rows = cursor.execute(_TABLES_SQL, [pattern]).fetchall()
-    names = ["name", "kind", "comment", "row_estimate", "columns"]
-    found = [dict(zip(names, row, strict=True)) for row in rows]
+    found = _entries(cursor, pattern)
     if detail == "names":
         return [{"name": t["name"]} for t in found]
     if detail == "full":
         for table in found:
-            table["column_list"] = columns(cursor, table["name"])
-    return found
+            table["column_list"] = _columns_of(cursor, table)
+    return [{k: t[k] for k in _SUMMARY} | _extra(t) for t in found]
 
 
-def columns(cursor: duckdb.DuckDBPyConnection, table: str, strict: bool = False) -> list[dict]:
-    if strict:
-        check_table(cursor, table)
-    rows = cursor.execute(_COLUMNS_SQL, [table]).fetchall()
+def _extra(entry: dict) -> dict:
+    return {"column_list": entry["column_list"]} if "column_list" in entry else {}
+
+
+def _columns_of(cursor: duckdb.DuckDBPyConnection, entry: dict) -> list[dict]:
+    rows = cursor.execute(_COLUMNS_SQL, [entry["db"], entry["schema"], entry["base"]]).fetchall()
     return [
         {"name": name, "type": kind, "nullable": nullable, "comment": comment}
         for name, kind, nullable, comment in rows
     ]
 
 
-def check_table(cursor: duckdb.DuckDBPyConnection, table: str) -> dict:
-    """The catalog entry of table, or RefusedStatement listing the tables there are."""
-    known = {t["name"]: t for t in tables(cursor, None, "summary")}
+def columns(cursor: duckdb.DuckDBPyConnection, table: str, strict: bool = False) -> list[dict]:
+    return _columns_of(cursor, _lookup(cursor, table))
+
+
+def _lookup(cursor: duckdb.DuckDBPyConnection, table: str) -> dict:
+    known = {t["name"]: t for t in _entries(cursor, None)}
     if table not in known:
         raise RefusedStatement(
             f"There is no table or view named {table!r}. Known: {', '.join(sorted(known))}."
@@ -62,12 +84,26 @@ def check_table(cursor: duckdb.DuckDBPyConnection, table: str) -> dict:
     return known[table]
 
 
+def check_table(cursor: duckdb.DuckDBPyConnection, table: str) -> dict:
+    """The catalog entry of table, or RefusedStatement listing the tables there are."""
+    entry = _lookup(cursor, table)
+    return {k: entry[k] for k in _SUMMARY}
+
+
+def qualified(cursor: duckdb.DuckDBPyConnection, table: str) -> str:
+    """The table's name as SQL, each part quoted (checked against the catalog first)."""
+    entry = _lookup(cursor, table)
+    if entry["name"] == entry["base"]:
+        return sql_identifier(entry["base"])
+    return ".".join(sql_identifier(entry[k]) for k in ("db", "schema", "base"))
+
+
 def describe(
     cursor: duckdb.DuckDBPyConnection, table: str, sample_rows: int, max_bytes: int
 ) -> dict:
     description = {**check_table(cursor, table), "column_list": columns(cursor, table)}
     if sample_rows:
-        relation = cursor.sql(f"SELECT * FROM {sql_identifier(table)} LIMIT {int(sample_rows)}")
+        relation = cursor.sql(f"SELECT * FROM {qualified(cursor, table)} LIMIT {int(sample_rows)}")
         found = relation_columns(relation)
         rows = table_rows(relation.to_arrow_reader(sample_rows).read_all().to_batches())
         description["sample"] = cap_rows(found, rows, sample_rows, max_bytes).model_dump()
@@ -76,8 +112,7 @@ def describe(
 
 def statistics(cursor: duckdb.DuckDBPyConnection, table: str) -> list[dict]:
     """SUMMARIZE of the table: per column min, max, distinct estimate, mean, quartiles, nulls."""
-    check_table(cursor, table)
-    relation = cursor.sql(f"SUMMARIZE {sql_identifier(table)}")
+    relation = cursor.sql(f"SUMMARIZE {qualified(cursor, table)}")
     names = relation.columns
     return [
         {name: json_value(value) for name, value in zip(names, row, strict=True)}

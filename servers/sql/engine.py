@@ -6,6 +6,11 @@ extensions and Python replacement scans off, memory, threads and spill bounded, 
 deadline in the connect config, and the configuration locked. Every call gets a fresh cursor and
 runs in one of the engine's threads (at a lower priority, like DuckDB's own); a deadline or a
 cancelled caller interrupts the query, and the connection serves the next call.
+
+The files are shared with their writers: the connection is opened on the first call, held while
+calls run, and closed ``idle_release_s`` after the last one ends, so another process can open the
+file read-write in between. A call that finds a file locked by a writer waits for it up to
+``lock_wait_s``, then fails with ``DatabaseBusy``; everything else keeps serving.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -27,6 +33,8 @@ import duckdb
 from servers.leftovers import own_folder, remove_leftovers
 from servers.settings import PIPELINE_OUTPUTS, PROJECT_ROOT, GatewaySettings, SqlSettings
 from servers.sql.gate import RefusedStatement, parser_message
+from servers.sql.sharing import FilesUnavailable, SharedFiles
+from servers.sql.sources import Sources, check_database, waiting_for_sources
 
 T = TypeVar("T")
 _log = logging.getLogger("gateway.sql")
@@ -49,6 +57,10 @@ class QueryFailed(RuntimeError):
     """DuckDB refused or failed the statement; the message is safe to show a client."""
 
 
+class DatabaseBusy(QueryFailed):
+    """A database file could not be opened in time (a writer holds it, or it is missing)."""
+
+
 @dataclass
 class Detach(Generic[T]):
     """Returned by work to hand its cursor to a background continuation.
@@ -64,9 +76,16 @@ class Detach(Generic[T]):
 
 
 def open_connection(
-    database: Path, settings: SqlSettings, scratch_dir: Path, readable: list[Path]
+    database: Path,
+    settings: SqlSettings,
+    scratch_dir: Path,
+    readable: list[Path],
+    attachable: list[Path] = (),
 ) -> duckdb.DuckDBPyConnection:
-    """Open database read-only with every hardening setting applied and the configuration locked."""
+    """Open database read-only with every hardening setting applied and the configuration locked.
+
+    ``attachable`` names the files the engine itself attaches (the sources), the only files
+    besides the readable directories' that DuckDB will open."""
     scratch_dir.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(
         str(database),
@@ -96,6 +115,11 @@ def open_connection(
             f"SET max_temp_directory_size = {sql_literal(settings.max_temp_directory_size)}"
         )
         con.execute(f"SET allowed_directories = [{', '.join(map(sql_literal, allowed))}]")
+        if attachable:
+            # With each file its write-ahead log, which DuckDB reads when attaching it.
+            paths = [str(p) + suffix for p in attachable for suffix in ("", ".wal")]
+            files = ", ".join(map(sql_literal, paths))
+            con.execute(f"SET allowed_paths = [{files}]")
         con.execute(f"SET GLOBAL file_search_path = {sql_literal(','.join(directories))}")
         con.execute("SET enable_external_access = false")
         # Progress reporting is switched on per cursor, only for callers that asked for progress.
@@ -123,19 +147,24 @@ def _already_hardened(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 class Engine:
-    """One hardened connection shared by every caller; a fresh cursor per call."""
+    """One hardened connection shared by every caller while calls run; a fresh cursor per call."""
 
-    def __init__(self, database: Path, gateway_settings: GatewaySettings):
+    def __init__(
+        self, database: Path, gateway_settings: GatewaySettings, sources: Sources | None = None
+    ):
         settings = gateway_settings.sql
         self.database = database
         self.settings = settings
+        self.sources = sources or Sources()
         self.outputs_dir = gateway_settings.outputs_dir
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
-        self.readable = [self.outputs_dir, *settings.readable_directories]
+        self.readable = [
+            self.outputs_dir, *settings.readable_directories, *self.sources.directories
+        ]  # fmt: skip
         # One spill folder per process (replicas may share a data directory); those of
         # processes that have ended go.
         remove_leftovers(gateway_settings.scratch_dir)
-        scratch = own_folder(gateway_settings.scratch_dir)
+        self._scratch = own_folder(gateway_settings.scratch_dir)
         # Queries, result spools and DuckDB's own threads (started by the thread that opens the
         # database, whose niceness they inherit) run with worker_nice added: under load, a
         # heavy query takes the CPU the event loop and fast calls leave over.
@@ -145,29 +174,115 @@ class Engine:
             initializer=lower_priority,
             initargs=(settings.worker_nice,),
         )
-        opening = self._threads.submit(open_connection, database, settings, scratch, self.readable)
-        self.connection = opening.result()
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
         self._hidden_paths = _paths_to_hide(
-            database, gateway_settings.data_dir, self.readable, scratch
+            database, gateway_settings.data_dir, self.readable, self._scratch, self.sources
         )
+        self._files = SharedFiles(self._open, settings.idle_release_s)
+        # Called with the connection when it opens on files that changed since the last time.
+        self.on_open: list[Callable[[duckdb.DuckDBPyConnection], None]] = []
+        self._seen: tuple = ()
+        # Try once now, so the catalog is known at start-up when the file is free.
+        self._threads.submit(self._files.try_open).result()
 
     @classmethod
     def open(cls, settings: GatewaySettings) -> Engine:
-        """The engine over the configured database, or the sample one (built if missing)."""
+        """The engine over the configured database, or the sample one (built if missing).
+
+        A configured file that is missing or locked now still gives an engine: its calls wait
+        for the file (``lock_wait_s``) and health says why it is unavailable.
+        """
         database = settings.database()
-        if not database.is_file():
-            raise FileNotFoundError(f"the database file {database} does not exist")
-        return cls(database, settings)
+        check_database(database)
+        return cls(database, settings, Sources.from_settings(settings.sql.sources, database))
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the database cannot be opened now (None when it can, or has not been tried)."""
+        return self._files.unavailable
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
-        self.connection.close()
+        self._files.shut()
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor for synchronous use (start-up checks), the files held meanwhile; waits for
+        a writer up to lock_wait_s (DatabaseBusy after)."""
+        try:
+            connection = self._files.acquire(self.settings.lock_wait_s)
+        except FilesUnavailable as exc:
+            raise DatabaseBusy(str(exc)) from None
+        try:
+            with connection.cursor() as cursor:
+                yield cursor
+        finally:
+            self._files.release()
+
+    def table_names(self) -> set[str] | None:
+        """The names list_tables shows, from every source; None when the files are unavailable
+        now."""
+        from servers.sql.catalog import tables
+
+        if self.unavailable is not None:
+            return None
+        try:
+            with self.cursor() as cursor:
+                return {t["name"] for t in tables(cursor, None, "names")}
+        except DatabaseBusy:
+            return None
 
     async def health(self) -> dict:
-        """Up when the database answers a trivial query within the deadline."""
+        """Up when the database answers a trivial query; down, with why, when a writer holds
+        the file or it is missing (checked without waiting for it)."""
+        if not self._files.is_open():
+            await asyncio.wrap_future(self._threads.submit(self._files.try_open))
+            if self._files.unavailable:
+                return {
+                    "status": "down",
+                    "database": self.database.name,
+                    "reason": self._files.unavailable,
+                }
         await self.run(lambda cursor: cursor.execute("SELECT 1").fetchall(), 2.0)
-        return {"status": "up", "database": self.database.name}
+        answer = {"status": "up", "database": self.database.name}
+        if self._files.busy:
+            answer["sources_unavailable"] = dict(self._files.busy)
+        return answer
+
+    def _open(self) -> tuple[duckdb.DuckDBPyConnection, dict[str, str]]:
+        """Open the database and attach the sources, in one of the engine's threads (DuckDB's
+        own threads inherit its lower priority)."""
+        if not threading.current_thread().name.startswith("sql"):
+            return self._threads.submit(self._open).result()
+        if not self.database.is_file():
+            raise FileNotFoundError(self.database)
+        attachable = self.sources.prepare(self._scratch / "sources")
+        connection = open_connection(
+            self.database, self.settings, self._scratch, self.readable, attachable
+        )
+        try:
+            busy = self.sources.attach_all(connection)
+            identity = self.sources.identity(self.database)
+            if identity != self._seen:  # the catalog can have changed: tell the listeners
+                for listener in self.on_open:
+                    listener(connection)
+                self._seen = identity
+        except BaseException:
+            connection.close()
+            raise
+        return connection, busy
+
+    async def _acquire(self) -> duckdb.DuckDBPyConnection:
+        connection = self._files.acquire_if_open()
+        if connection is None:
+            wait = self.settings.lock_wait_s
+            try:
+                connection = await asyncio.wrap_future(
+                    self._threads.submit(self._files.acquire, wait)
+                )
+            except FilesUnavailable as exc:
+                raise DatabaseBusy(str(exc)) from None
+        return connection
 
     async def run(
         self,
@@ -179,13 +294,19 @@ class Engine:
 
         At most ``settings.concurrency`` calls run at once. ``progress``, when given, is called
         with DuckDB's estimate (0-100) every ``progress_interval_s`` while the query runs.
-        Raises QueryTimeout at the deadline and QueryFailed (with a client-safe message) when
-        DuckDB refuses or fails the statement.
+        Raises QueryTimeout at the deadline, DatabaseBusy when a writer held the file for
+        ``lock_wait_s``, and QueryFailed (with a client-safe message) when DuckDB refuses or
+        fails the statement.
         """
         budget = timeout_s or self.settings.query_timeout_s
         async with self._limiter:
-            cursor = self.connection.cursor()
-            call = _Call(work, cursor, with_progress=progress is not None)
+            connection = await self._acquire()
+            try:
+                cursor = connection.cursor()
+            except BaseException:
+                self._files.release()
+                raise
+            call = _Call(self._with_sources(work), cursor, with_progress=progress is not None)
             detached = False
             try:
                 with anyio.fail_after(budget):
@@ -195,7 +316,7 @@ class Engine:
                         result = await self._with_progress(call, progress)
                 if isinstance(result, Detach):
                     detached = True
-                    self._threads.submit(_continue, cursor, result.continuation)
+                    self._threads.submit(_continue, cursor, result.continuation, self._files)
                     return result.value
                 return result
             except TimeoutError:
@@ -204,14 +325,23 @@ class Engine:
                 ) from None
             except duckdb.Error as exc:
                 raise self.translate(exc) from None
+            except FilesUnavailable as exc:
+                raise DatabaseBusy(str(exc)) from None
             finally:
                 if not detached:
                     with anyio.CancelScope(shield=True):
                         free = await call.stop(give_up_after=self.settings.query_timeout_s + 5)
                     if free:
                         cursor.close()
+                        self._files.release()
                     else:  # DuckDB's own statement limit ends it; the thread keeps the cursor
                         _log.warning("a query did not stop when interrupted; left to its limit")
+                        self._threads.submit(_release_when_done, call, cursor, self._files)
+
+    def _with_sources(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> Callable:
+        if not self._files.busy:
+            return work
+        return waiting_for_sources(work, self.sources, self._files, self.settings.lock_wait_s)
 
     async def _in_thread(self, call: _Call[T]) -> T:
         """call() in one of the engine's threads. A cancelled caller stops waiting at once (the
@@ -273,10 +403,11 @@ class Engine:
 
 
 def _paths_to_hide(
-    database: Path, data_dir: Path, readable: list[Path], scratch: Path
+    database: Path, data_dir: Path, readable: list[Path], scratch: Path, sources: Sources
 ) -> list[tuple[str, str]]:
     pairs = [(str(database.resolve()), "<database>"), (str(database), "<database>")]
     pairs += [(str(scratch.resolve()), "<scratch>"), (str(scratch), "<scratch>")]
+    pairs += sources.hidden_paths()
     pairs += [(str(p.resolve()), "<readable>") for p in readable]
     pairs += [(str(data_dir.resolve()), "<data>"), (str(PROJECT_ROOT), "<server>")]
     pairs += [(str(Path.home()), "<home>")]
@@ -291,12 +422,21 @@ def _enable_progress(cursor: duckdb.DuckDBPyConnection) -> None:
 
 
 def _continue(
-    cursor: duckdb.DuckDBPyConnection, continuation: Callable[[duckdb.DuckDBPyConnection], None]
+    cursor: duckdb.DuckDBPyConnection,
+    continuation: Callable[[duckdb.DuckDBPyConnection], None],
+    files: SharedFiles,
 ) -> None:
     try:
         continuation(cursor)
     finally:
         cursor.close()
+        files.release()
+
+
+def _release_when_done(call: _Call, cursor: duckdb.DuckDBPyConnection, files: SharedFiles) -> None:
+    call.finished.wait()
+    cursor.close()
+    files.release()
 
 
 class _Call(Generic[T]):

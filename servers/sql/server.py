@@ -54,7 +54,7 @@ class SqlControl:
     def check(self, new: GatewaySettings) -> dict[str, CannedQuery]:
         """The new canned queries; raises ValueError, naming the query, for one refused."""
         canned = new.sql.canned_queries
-        with self.engine.connection.cursor() as cursor:
+        with self.engine.cursor() as cursor:
             check_canned_queries(cursor, canned, self.reserved)
         return canned
 
@@ -106,11 +106,18 @@ def build_server(
     prefix = f"sql://{namespace}/results/" if namespace else "sql://results/"
     tokens = limits.max_result_tokens  # of the first page of query and canned-query answers
     store = ResultStore(settings.results_dir, limits, prefix)
-    with engine.connection.cursor() as cursor:
-        table_names = [t["name"] for t in tables(cursor, None, "names")]
     mcp = Server(
-        "sql", instructions=_instructions(settings, table_names, namespace), mask_error_details=True
+        "sql", instructions=_instructions(settings, [], namespace), mask_error_details=True
     )
+
+    def on_open(cursor) -> None:  # new tables show up in the instructions as files change
+        names = [t["name"] for t in tables(cursor, None, "names")]
+        mcp.instructions = _instructions(settings, names, namespace)
+
+    engine.on_open.append(on_open)
+    if engine.unavailable is None:  # checked now; otherwise when the files come free
+        with engine.cursor() as cursor:
+            on_open(cursor)
 
     async def answer(
         sql: str,
@@ -220,7 +227,8 @@ def build_server(
             raise ToolError(str(exc)) from None
 
     control = SqlControl(mcp, engine, limits, store, answer)
-    control.check(settings)
+    if engine.unavailable is None:  # checked now; a file not free yet is checked on reload
+        control.check(settings)
     control.replace(limits.canned_queries)
 
     @mcp.resource("sql://tables", mime_type="application/json")
