@@ -71,6 +71,7 @@ def compose(
     from servers.health import Health
     from servers.lookup import Server, Suggestions
     from servers.pipelines import server as pipelines
+    from servers.pipelines.tasks import tasks_extension
     from servers.sql import server as sql
     from servers.sql.engine import Engine
 
@@ -104,7 +105,7 @@ def compose(
     sql_server, sql_control = sql.build_server(settings, engine, namespace="sql")
     gateway.mount(sql_server, namespace="sql")
     # Background pipeline runs: the tasks extension lives on the root, the server that serves.
-    tasks = pipelines.tasks_extension(settings, namespace="pipelines")
+    tasks = tasks_extension(settings, namespace="pipelines")
     gateway.add_extension(tasks)
     pipelines_server, pipelines_control = pipelines.build_server(
         settings, engine, served_pipelines, tasks=tasks

@@ -17,7 +17,8 @@ import pytest
 import redis
 from fastmcp import Client, FastMCP
 
-from servers.pipelines.server import create_server, tasks_extension
+from servers.pipelines.server import create_server
+from servers.pipelines.tasks import tasks_extension
 from servers.settings import PROJECT_ROOT, GatewaySettings
 from tests.conftest import free_port
 

@@ -5,7 +5,7 @@ pipeline's DataFrame output (fetched up to the chart's points cap rather than th
 window's row cap).
 """
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastmcp import Context, FastMCP
@@ -33,13 +33,14 @@ from servers.charts.render import ChartData, ChartRenderer, RenderTimeout
 from servers.charts.view import chart_content
 from servers.conventions import READ_ONLY
 from servers.pipelines.registry import PipelineInputs, PipelineName
+from servers.pipelines.runner import Runner
 from servers.results import Column
 from servers.settings import GatewaySettings
 
 _BYTES_PER_POINT = 2_000
 
 
-def add_pipeline_chart_tool(mcp: FastMCP, runner: Any, settings: GatewaySettings) -> None:
+def add_pipeline_chart_tool(mcp: FastMCP, runner: Runner, settings: GatewaySettings) -> None:
     """Register ``chart_output`` on the pipelines server, running pipelines through runner."""
     charts = settings.charts
     renderer = ChartRenderer(charts)

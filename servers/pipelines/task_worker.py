@@ -18,7 +18,8 @@ from fastmcp import FastMCP
 
 def create_worker_server() -> FastMCP:
     """The pipelines server mounted as the gateway mounts it, so queued runs match its tools."""
-    from servers.pipelines.server import create_server, tasks_extension
+    from servers.pipelines.server import create_server
+    from servers.pipelines.tasks import tasks_extension
     from servers.settings import GatewaySettings
 
     config = os.environ.get("GATEWAY_CONFIG")

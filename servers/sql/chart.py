@@ -7,7 +7,6 @@ Both run the caller's SQL through the same gate, engine limits and result shapin
 binning are SQL around the caller's query, so a result of any size reaches Python bounded.
 """
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import anyio
@@ -41,17 +40,14 @@ from servers.conventions import READ_ONLY
 from servers.results import Column, Rows, relation_columns
 from servers.settings import GatewaySettings
 from servers.sql.engine import Engine
+from servers.sql.errors import guarded
 from servers.sql.gate import RefusedStatement, check_statement
 from servers.sql.query import run_query
 
-Guard = Callable[[Awaitable[Any]], Awaitable[Any]]
 
-
-def add_chart_tools(
-    mcp: FastMCP, engine: Engine, settings: GatewaySettings, guarded: Guard
-) -> None:
-    """Register ``chart`` and ``chart_view`` on the sql server; ``guarded`` is the server's own
-    translation of engine errors into ToolErrors, so refusals read exactly as ``query``'s."""
+def add_chart_tools(mcp: FastMCP, engine: Engine, settings: GatewaySettings) -> None:
+    """Register ``chart`` and ``chart_view`` on the sql server; engine errors read exactly as
+    ``query``'s (``guarded``)."""
     limits, charts = settings.sql, settings.charts
     renderer = ChartRenderer(charts)
     Sql = Annotated[str, Field(description="One read-only DuckDB statement.", min_length=1)]

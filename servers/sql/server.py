@@ -23,9 +23,9 @@ from servers.settings import CannedQuery, GatewaySettings, SqlSettings
 from servers.sql.canned import CannedQueryTool, check_canned_queries, tool_names
 from servers.sql.catalog import CHEAT_SHEET, columns, describe, statistics, tables
 from servers.sql.chart import add_chart_tools
-from servers.sql.engine import Engine, QueryFailed, QueryTimeout
-from servers.sql.gate import RefusedStatement, check_statement
-from servers.sql.hints import teach
+from servers.sql.engine import Engine, QueryTimeout
+from servers.sql.errors import guarded
+from servers.sql.gate import check_statement
 from servers.sql.query import QueryResult, current_context, run_query
 from servers.sql.result_store import ResultStore, UnknownResult
 from servers.sql.summary import with_summary
@@ -174,7 +174,7 @@ def build_server(
 
             return await guarded(engine.run(plan), sql)
 
-        add_chart_tools(mcp, engine, settings, guarded)
+        add_chart_tools(mcp, engine, settings)
 
     @mcp.tool(annotations=READ_ONLY)
     async def list_tables(
@@ -317,21 +317,6 @@ def render(result: QueryResult, format: str) -> ToolResult:
     else:
         text = json.dumps(structured, separators=(",", ":"), ensure_ascii=False)
     return ToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
-
-
-async def guarded(awaitable, sql: str | None = None):
-    """Await a database call, turning every refusal or failure into an actionable ToolError;
-    with the statement, a slip from another SQL dialect gets the DuckDB way (hints.teach)."""
-    try:
-        return await awaitable
-    except RefusedStatement as exc:
-        raise ToolError(teach(str(exc), sql) if sql else str(exc)) from None
-    except QueryTimeout as exc:
-        raise ToolError(
-            f"{exc} Narrow it with WHERE, aggregate, or add LIMIT; check its plan with sql_explain."
-        ) from None
-    except QueryFailed as exc:
-        raise ToolError(teach(str(exc), sql) if sql else str(exc)) from None
 
 
 async def _in_thread(function, *args):
