@@ -11,8 +11,6 @@ settings only.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +20,7 @@ import duckdb
 from hamilton import base, driver, htypes, lifecycle
 from hamilton.lifecycle.base import BaseDoValidateInput
 
+from servers.replica import own_folder
 from servers.settings import PipelineSettings, SqlSettings
 from servers.sql.engine import open_connection
 
@@ -35,22 +34,14 @@ def hardened_connection(
     """This process's hardened read-only connection to database, opened once.
 
     Each process spills to its own folder under scratch_dir (DuckDB's temporary file names are
-    not unique across processes); folders of processes that are gone are removed first.
+    not unique across processes), named by host, process id and a random part (``own_folder``).
     """
     with _connections_lock:
         if database not in _connections:
-            _remove_dead_scratch(scratch_dir)
-            own = scratch_dir / f"worker-{os.getpid()}"
+            own = own_folder(scratch_dir)
             # Nodes read only the database: no readable directories.
             _connections[database] = open_connection(database, settings, own, [])
         return _connections[database]
-
-
-def _remove_dead_scratch(scratch_dir: Path) -> None:
-    for folder in scratch_dir.glob("worker-*"):
-        pid = folder.name.removeprefix("worker-")
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 class SharedDatabase:

@@ -131,7 +131,7 @@ class Worker:
             plan.engine,
             self.spec.database,
             self.spec.sql,
-            self.spec.data_dir / "scratch" / str(os.getpid()),  # a spill folder per process
+            self.spec.data_dir / "scratch" / "pipelines",  # a spill folder per process in it
         )
         try:
             results = dr.execute(job.outputs, inputs={**job.inputs, "db": db})

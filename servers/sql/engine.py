@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 import anyio
 import duckdb
 
+from servers.replica import own_folder
 from servers.sample_data import ensure_sample_database
 from servers.settings import PROJECT_ROOT, GatewaySettings, SqlSettings
 from servers.sql.gate import RefusedStatement, parser_message
@@ -133,8 +134,8 @@ class Engine:
         self.outputs_dir = data_dir / "outputs"
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
         self.readable = [self.outputs_dir, *readable]
-        # One spill folder per process: replicas may share a data directory.
-        scratch = data_dir / "scratch" / str(os.getpid())
+        # One spill folder per process: replicas (in other containers too) share a data directory.
+        scratch = own_folder(data_dir / "scratch" / "sql")
         # Queries, result spools and DuckDB's own threads (started by the thread that opens the
         # database, whose niceness they inherit) run with worker_nice added: under load, a
         # heavy query takes the CPU the event loop and fast calls leave over.
