@@ -35,6 +35,7 @@ from servers.health import Health
 from servers.lookup import Server
 from servers.pipelines import server as pipelines
 from servers.pipelines.registry import PipelineError
+from servers.pipelines.tasks import services as pipelines_services
 from servers.pipelines.tasks import tasks_extension
 from servers.settings import GatewaySettings
 from servers.sql import server as sql
@@ -84,6 +85,8 @@ def create_gateway(
     gateway.mount(admin_server, namespace="admin")
     health.add("sql", "mount", engine.health)
     health.add("pipelines", "mount", engine.health)
+    for name, check in pipelines_services(settings).items():  # the queue, a Dask scheduler
+        health.add(name, "service", check)
     remote = install_backends(gateway, settings.backends, reserved={SEARCH_TOOL, CALL_TOOL})
     for name in remote.backends:
         health.add(name, "backend", remote.check(name))

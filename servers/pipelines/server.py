@@ -42,6 +42,7 @@ from servers.pipelines.registry import (
 from servers.pipelines.runner import PipelineTool, Runner
 from servers.pipelines.tasks import (
     BACKGROUND,
+    on_queue,
     registered_task,
     run_status,
     task_call,
@@ -179,7 +180,7 @@ def build_server(
         root = tasks_root(tasks)
         tool = await registered_task(root, run_pipeline)
         arguments = {"name": name, "inputs": inputs, "outputs": outputs}
-        created = await create_task(tool, arguments, Context(fastmcp=root))
+        created = await on_queue(lambda: create_task(tool, arguments, Context(fastmcp=root)))
         return {"run_id": created.task_id, "status": created.status}
 
     @mcp.tool(annotations=READ_ONLY)
