@@ -116,6 +116,7 @@ def tasks_extension(settings: GatewaySettings, namespace: str | None = None) -> 
         url=url,
         name=name,
         concurrency=settings.pipelines.tasks_concurrency,
+        redelivery_timeout=timedelta(seconds=settings.pipelines.tasks_redelivery_s),
     )
 
 
