@@ -15,6 +15,7 @@ from typing import ClassVar, Literal
 
 import anyio
 
+from servers.replica import process_name
 from servers.settings import PROJECT_ROOT, GatewaySettings
 
 Check = Callable[[], Awaitable[dict]]
@@ -87,6 +88,7 @@ class Health:
             "status": status,
             "version": project_version(),
             "uptime_s": round(time.time() - self.started, 1),
+            "replica": process_name(),  # this process only: each replica reports itself
             "mounts": by_kind["mount"],
             "backends": by_kind["backend"],
             **({"services": by_kind["service"]} if by_kind["service"] else {}),
