@@ -71,6 +71,7 @@ def compose(
     from servers.health import Health
     from servers.lookup import Server, Suggestions
     from servers.pipelines import server as pipelines
+    from servers.pipelines.tasks import services as pipelines_services
     from servers.pipelines.tasks import tasks_extension
     from servers.sql import server as sql
     from servers.sql.engine import Engine
@@ -115,6 +116,8 @@ def compose(
     gateway.mount(admin_server, namespace="admin")
     health.add("sql", "mount", engine.health)
     health.add("pipelines", "mount", engine.health)
+    for name, check in pipelines_services(settings).items():  # the queue, a Dask scheduler
+        health.add(name, "service", check)
     remote = install_backends(gateway, settings, {SEARCH_TOOL, CALL_TOOL}, health)
     install_metrics(gateway, audit, health, auth.provider if auth else None)
     # In the order they apply: the scope policy knows new namespaces before backends offer them.

@@ -1,7 +1,8 @@
 """Health of the service: named checks for each mount and backend, run together with a deadline.
 
-Local mounts decide readiness; a backend that is down makes the service "degraded", not unready,
-because every other namespace still works.
+Local mounts decide readiness; a backend, or a service the gateway uses (the background-run
+queue, a Dask scheduler), that is down makes the service "degraded", not unready, because every
+other namespace still works.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import ClassVar, Literal
 
 import anyio
 
+from servers.replica import process_name
 from servers.settings import PROJECT_ROOT, GatewaySettings
 
 Check = Callable[[], Awaitable[dict]]
 MetricsSource = Callable[[], dict[str, dict[str, float]]]
+Kind = Literal["mount", "backend", "service"]
 
 
 def project_version() -> str:
@@ -31,10 +34,10 @@ class Health:
 
     timeout_s: float = 2.0
     started: float = field(default_factory=time.time)
-    checks: dict[str, tuple[Literal["mount", "backend"], Check]] = field(default_factory=dict)
+    checks: dict[str, tuple[Kind, Check]] = field(default_factory=dict)
     metric_sources: dict[str, MetricsSource] = field(default_factory=dict)
 
-    def add(self, name: str, kind: Literal["mount", "backend"], check: Check) -> None:
+    def add(self, name: str, kind: Kind, check: Check) -> None:
         self.checks[name] = (kind, check)
 
     reloads: ClassVar[frozenset[str]] = frozenset({"ready_timeout_s"})
@@ -74,15 +77,19 @@ class Health:
                 group.start_soon(run, name, check)
         by_kind = {
             kind: {name: results[name] for name, (k, _) in self.checks.items() if k == kind}
-            for kind in ("mount", "backend")
+            for kind in ("mount", "backend", "service")
         }
         mounts_up = all(r["status"] == "up" for r in by_kind["mount"].values())
-        backends_up = all(r["status"] == "up" for r in by_kind["backend"].values())
+        backends_up = all(
+            r["status"] == "up" for kind in ("backend", "service") for r in by_kind[kind].values()
+        )
         status = "ready" if mounts_up and backends_up else "degraded" if mounts_up else "unready"
         return {
             "status": status,
             "version": project_version(),
             "uptime_s": round(time.time() - self.started, 1),
+            "replica": process_name(),  # this process only: each replica reports itself
             "mounts": by_kind["mount"],
             "backends": by_kind["backend"],
+            **({"services": by_kind["service"]} if by_kind["service"] else {}),
         }

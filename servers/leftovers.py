@@ -2,11 +2,11 @@
 of processes that have ended.
 
 Gateway replicas and pipeline run workers may share one data directory, so each process keeps
-its DuckDB spill folder (``scratch/<pid>@<host>``) and its result store
-(``results/<pid>-<random>@<host>``) under a name that says which process on which host (machine
-or container) owns it. A folder whose process has ended is a leftover: the next process on the
-same host that starts using the directory removes it (and the folders of earlier versions,
-named without a host: ``scratch/<pid>/worker-<pid>``, ``results/<pid>-<random>``).
+its DuckDB spill folder (``scratch/<pid>@<host>``) under a name that says which process on which
+host (machine or container) owns it. A folder whose process has ended is a leftover: the next
+process on the same host that starts using the directory removes it (and the folders of earlier
+versions, named without a host: ``scratch/<pid>/worker-<pid>``). Stored results go by their
+expiry instead (``servers.sql.result_store``): any replica serves them.
 
 Whether a folder's owner has ended is decided by ``owner_gone`` alone: a process-id check, which
 only a process of the same host can make; another host's folders are kept (containers sharing a

@@ -223,6 +223,12 @@ class PipelineSettings(_Section):
     tasks_concurrency: int = Field(
         2, ge=1, description="Background runs one process (gateway or worker) takes at once."
     )
+    tasks_redelivery_s: float = Field(
+        20.0,
+        ge=2,
+        description="A background run whose worker died (it stops renewing its claim, which a "
+        "live worker does 4 times in this time) goes to another worker after this many s.",
+    )
     paths: list[Path] = Field(
         default_factory=list,
         description="Directories of your own pipeline modules, registered at start-up.",

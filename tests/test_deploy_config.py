@@ -142,9 +142,9 @@ def test_gateway_and_task_workers_share_one_redis_queue_and_the_worker_entry_poi
     url = gateway["environment"]["GATEWAY_PIPELINES__TASKS_URL"]
     assert url.startswith("redis://") and "@redis:6379/" in url
     assert worker["environment"]["GATEWAY_PIPELINES__TASKS_URL"] == url
-    module, factory = worker["command"][-1].split(":")
-    assert worker["command"][-3:-1] == ["fastmcp_tasks.worker_cli", "worker"]
-    assert f"def {factory}(" in (PROJECT_ROOT / module).read_text()
+    assert worker["command"][-2:] == ["-m", "servers.pipelines.task_worker"]
+    entry = PROJECT_ROOT / "servers" / "pipelines" / "task_worker.py"
+    assert 'if __name__ == "__main__":' in entry.read_text()
 
 
 def test_secrets_come_from_the_env_file_and_every_referenced_variable_is_in_the_example():

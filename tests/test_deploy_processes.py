@@ -33,7 +33,6 @@ from tests.test_deploy_config import nginx_binary, render_nginx_conf
 pytestmark = pytest.mark.slow
 
 TOKEN = "deploy-test-token-" + uuid.uuid4().hex
-WORKER = "servers/pipelines/task_worker.py:create_worker_server"
 
 
 @dataclass
@@ -69,7 +68,7 @@ def started(command: list[str], env: dict[str, str], log: Path) -> Iterator[subp
             process.wait(timeout=5)
 
 
-def wait_for(check, process: subprocess.Popen, log: Path, what: str, timeout_s: float = 45):
+def wait_for(check, process: subprocess.Popen, log: Path, what: str, timeout_s: float = 90):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -132,7 +131,7 @@ def deployment(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         )
         worker, worker_log = start(
             "task-worker",
-            [sys.executable, "-m", "fastmcp_tasks.worker_cli", "worker", WORKER],
+            [sys.executable, "-m", "servers.pipelines.task_worker"],
             {"GATEWAY_CONFIG": str(config), "GATEWAY_PIPELINES__TASKS_CONCURRENCY": "4"},
         )
         prefix = tmp / "nginx"
@@ -263,3 +262,28 @@ async def test_background_runs_submitted_through_nginx_are_executed_by_the_task_
     assert {r["status"] for r in results.values()} == {"completed"}
     executors = {psutil.Process(r["result"]["run"]["worker_pid"]).ppid() for r in results.values()}
     assert deployment.task_worker_pid in executors
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_large_result_made_through_nginx_is_paged_and_downloaded_through_every_replica(
+    deployment: Deployment, mode: str
+):
+    rows = 100_000
+    sql = f"SELECT range AS i FROM range({rows})"
+    async with Client(deployment.url, auth=TOKEN, mode=mode, timeout=60) as client:
+        first = await client.call_tool("sql_query", {"sql": sql, "max_rows": 10})
+        handle = first.structured_content["result"]
+        for offset in range(0, rows, rows // 8):  # round robin spreads these over the replicas
+            page = await client.call_tool(
+                "sql_read_result", {"result_id": handle["id"], "offset": offset, "limit": 2}
+            )
+            assert page.structured_content["rows"] == [[offset], [offset + 1]]
+    bases = [deployment.url.removesuffix("/mcp")] + [
+        f"http://127.0.0.1:{port}" for port in deployment.replica_ports
+    ]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(headers=headers, timeout=60) as http:
+        for base in bases:  # nginx, then each replica directly
+            csv = await http.get(base + handle["csv"])
+            assert csv.status_code == 200, (base, csv.text[:200])
+            assert csv.content.count(b"\n") == rows + 1

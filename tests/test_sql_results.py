@@ -181,19 +181,33 @@ async def test_summarize_without_client_support_says_so_and_still_answers(server
     assert result.structured_content["row_count"] == 100
 
 
-def test_stores_sharing_a_data_directory_keep_their_results_and_clean_up_dead_ones(tmp_path):
+def test_stores_sharing_a_directory_serve_each_others_results_and_remove_only_expired_ones(
+    tmp_path,
+):
+    import json
+    import os
+
+    import pyarrow as pa
+
     from servers.results import Column
     from servers.settings import SqlSettings
     from servers.sql.result_store import ResultStore
 
-    results = GatewaySettings.load(data_dir=tmp_path).results_dir
-    dead = results / "999999999-abcd"  # a process id that cannot be running
-    dead.mkdir(parents=True)
-    (dead / "000000.arrow").write_bytes(b"stale")
-    first = ResultStore(results, SqlSettings())
-    kept = first.reserve([Column(name="x", type="INTEGER")])
-    (kept.directory / "000000.arrow").write_bytes(b"rows")
-    second = ResultStore(results, SqlSettings())
-    assert first.directory != second.directory
-    assert (kept.directory / "000000.arrow").exists()
-    assert not dead.exists()
+    root = tmp_path / "results"
+    legacy = root / "999999999-abcd"  # an older version's per-process store, long untouched
+    legacy.mkdir(parents=True)
+    (legacy / "000000.arrow").write_bytes(b"stale")
+    os.utime(legacy, (0, 0))
+    expired = root / "expired-result"
+    expired.mkdir()
+    (expired / "index.json").write_text(json.dumps({"expires_at": 1.0}))
+    settings = SqlSettings(results_ttl_s=600)
+    first = ResultStore(root, settings)
+    kept = first.reserve([Column(name="x", type="BIGINT")])
+    batch = pa.record_batch({"x": pa.array(range(10), pa.int64())})
+    first.fill(kept, [batch], pa.RecordBatchReader.from_batches(batch.schema, []))
+    second = ResultStore(root, settings)  # another process, as far as the store can tell
+    page = second.page(kept.id, 8, 5, 1_000_000)
+    assert page["rows"] == [[8], [9]] and page["complete"] and page["next_offset"] is None
+    assert kept.directory.exists()
+    assert not legacy.exists() and not expired.exists()

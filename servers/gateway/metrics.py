@@ -3,6 +3,9 @@ records), and per backend its up/down state, circuit state and counters (from th
 
 With auth configured, ``/metrics`` needs a bearer token with the ``admin`` or ``metrics`` scope;
 without, it is open like the rest of a loopback-only gateway.
+
+Every series carries a ``replica`` label (``<host>-<pid>-<random>``, see ``servers.replica``):
+each process counts what it served, so a deployment's numbers are the sum over replicas.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from servers.gateway.audit import UNKNOWN, Audit, CallRecord
 from servers.gateway.policy import granted
 from servers.health import Health
+from servers.replica import process_name
 
 MAX_NAMES = 500
 OTHER = "(other)"
@@ -44,8 +48,8 @@ class BackendCollector:
                             if key == "circuit_state"
                             else f"Backend {key.replace('_', ' ')}"
                         )
-                        families[name] = kind(name, help_text, labels=["backend"])
-                    families[name].add_metric([subject], value)
+                        families[name] = kind(name, help_text, labels=["replica", "backend"])
+                    families[name].add_metric([process_name(), subject], value)
         yield from families.values()
 
 
@@ -53,7 +57,8 @@ class Metrics:
     def __init__(self, health: Health) -> None:
         self.registry = CollectorRegistry()
         self.names: set[str] = set()
-        labels = ["kind", "name"]
+        self.replica = process_name()
+        labels = ["replica", "kind", "name"]
         self.calls = Counter(
             "gateway_calls", "Calls by component and outcome", [*labels, "outcome"],
             registry=self.registry,
@@ -83,10 +88,11 @@ class Metrics:
 
     def observe(self, record: CallRecord) -> None:
         name = self._label(record)
-        self.calls.labels(record.kind, name, record.outcome).inc()
+        replica = self.replica
+        self.calls.labels(replica, record.kind, name, record.outcome).inc()
         if record.outcome != "ok":
-            self.errors.labels(record.kind, name, record.error_class or "unknown").inc()
-        self.latency.labels(record.kind, name).observe(record.duration_ms / 1000)
+            self.errors.labels(replica, record.kind, name, record.error_class or "unknown").inc()
+        self.latency.labels(replica, record.kind, name).observe(record.duration_ms / 1000)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

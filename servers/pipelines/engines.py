@@ -199,3 +199,18 @@ def database_for(
     if engine == "local":
         return hardened_connection(database, settings, scratch_dir).cursor()
     return SharedDatabase(database, settings, scratch_dir)
+
+
+async def scheduler_health(address: str) -> dict:
+    """Readiness check of the configured Dask scheduler: up when it accepts a connection
+    within a second (``tcp://host:port``)."""
+    import anyio
+
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    try:
+        with anyio.fail_after(1):
+            stream = await anyio.connect_tcp(host.strip("[]"), int(port))
+        await stream.aclose()
+    except (OSError, TimeoutError, ValueError):
+        return {"status": "down", "error": "the Dask scheduler cannot be reached"}
+    return {"status": "up"}

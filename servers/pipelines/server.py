@@ -47,6 +47,7 @@ from servers.pipelines.run_owners import RunOwners
 from servers.pipelines.runner import PipelineTool, Runner
 from servers.pipelines.tasks import (
     BACKGROUND,
+    on_queue,
     registered_task,
     run_status,
     task_call,
@@ -198,7 +199,7 @@ def build_server(
         root = tasks_root(tasks)
         tool = await registered_task(root, run_pipeline)
         arguments = {"name": name, "inputs": inputs, "outputs": outputs}
-        created = await create_task(tool, arguments, Context(fastmcp=root))
+        created = await on_queue(lambda: create_task(tool, arguments, Context(fastmcp=root)))
         owners.started(created.task_id)
         return {"run_id": created.task_id, "status": created.status}
 

@@ -1,10 +1,13 @@
 """Background runs: the tasks extension (in-process or Redis, shared with task workers) and
 what ``start_run``, ``get_run`` and ``cancel_run`` need of it."""
 
+import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
@@ -12,11 +15,74 @@ from fastmcp.tools import Tool
 from fastmcp.utilities.tasks import TaskConfig
 from fastmcp_tasks import TasksExtension
 from mcp.shared.exceptions import MCPError
+from redis.exceptions import RedisError
 
 from servers.settings import GatewaySettings
 
 # Clients that speak the tasks extension get a task; they poll it, backing off up to this.
 BACKGROUND = TaskConfig(mode="optional", poll_interval=timedelta(milliseconds=200))
+QUEUE_DOWN = (
+    "Background runs are unavailable: the queue cannot be reached. Try again in a moment, or "
+    "use run_pipeline (it runs without the queue)."
+)
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@contextmanager
+def queue_errors() -> Iterator[None]:
+    """Turn the queue's connection failures (Redis down, restarting, loading its data) into
+    the ToolError a client can act on; the cause goes to the log, without the queue's URL."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        logger.warning("the background-run queue cannot be reached: %s", type(exc).__name__)
+        raise ToolError(QUEUE_DOWN) from None
+
+
+async def on_queue(call: Callable[[], Awaitable[T]]) -> T:
+    """call(), once more when the queue failed it: after Redis restarts, each pooled connection
+    fails its first command ("Connection closed by server") and reconnects on the next. Then
+    the ToolError of ``queue_errors``."""
+    try:
+        return await call()
+    except (RedisError, OSError):
+        pass
+    with queue_errors():
+        return await call()
+
+
+def reconnecting(url: str) -> str:
+    """url with redis-py's one retry of a command whose connection failed: after Redis
+    restarts, every pooled connection fails its next command ("Connection closed by server"),
+    which would fail runs in flight; with the retry it reconnects and goes on."""
+    if "retry_on_timeout=" in url:
+        return url
+    return url + ("&" if "?" in url else "?") + "retry_on_timeout=true"
+
+
+def masked_url(url: str) -> str:
+    """url with its password (and user name) replaced by ***, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def queue_health(url: str) -> dict:
+    """Readiness check of the Redis queue: up when it answers PING within a second."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        await client.ping()
+    except (RedisError, OSError):
+        return {"status": "down", "error": "the queue cannot be reached"}
+    finally:
+        await client.aclose()
+    return {"status": "up"}
 
 
 class PipelineTasks(TasksExtension):
@@ -31,7 +97,8 @@ class PipelineTasks(TasksExtension):
     async def intercept_tool_call(self, params, context, call_next):
         if not params.name.startswith(self.prefix):
             return await call_next()
-        return await super().intercept_tool_call(params, context, call_next)
+        with queue_errors():
+            return await super().intercept_tool_call(params, context, call_next)
 
 
 def tasks_extension(settings: GatewaySettings, namespace: str | None = None) -> PipelineTasks:
@@ -42,12 +109,29 @@ def tasks_extension(settings: GatewaySettings, namespace: str | None = None) -> 
     name = settings.pipelines.tasks_name
     if url.startswith("memory://"):
         name = f"{name}-{uuid.uuid4().hex[:8]}"
+    else:
+        url = reconnecting(url)
     return PipelineTasks(
         namespace=namespace,
         url=url,
         name=name,
         concurrency=settings.pipelines.tasks_concurrency,
+        redelivery_timeout=timedelta(seconds=settings.pipelines.tasks_redelivery_s),
     )
+
+
+def services(settings: GatewaySettings) -> dict[str, Callable[[], Awaitable[dict]]]:
+    """Readiness checks of what background and Dask runs depend on, when configured: the Redis
+    queue (``queue``) and the Dask scheduler (``dask_scheduler``)."""
+    from servers.pipelines.engines import scheduler_health
+
+    checks: dict[str, Callable[[], Awaitable[dict]]] = {}
+    url = settings.pipelines.tasks_url.get_secret_value()
+    if not url.startswith("memory://"):
+        checks["queue"] = lambda: queue_health(url)
+    if settings.pipelines.dask_scheduler:
+        checks["dask_scheduler"] = lambda: scheduler_health(settings.pipelines.dask_scheduler)
+    return checks
 
 
 def tasks_root(tasks: TasksExtension) -> FastMCP:
@@ -72,12 +156,14 @@ async def registered_task(root: FastMCP, function: Callable[..., Any]) -> Tool:
 async def task_call(
     tasks: TasksExtension, run_id: str, handler: Callable[[FastMCP, str], Awaitable[Any]]
 ) -> Any:
+    root = tasks_root(tasks)
     try:
-        return await handler(tasks_root(tasks), run_id)
+        return await on_queue(lambda: handler(root, run_id))
     except MCPError:
         raise ToolError(
-            f"There is no background run {run_id!r} (runs are kept for a while after they "
-            "end). Start one with start_run."
+            f"There is no background run {run_id!r} in the queue: the id is wrong, or the "
+            "queue lost it (a Redis restart without its data). Start the run again with "
+            "start_run."
         ) from None
 
 

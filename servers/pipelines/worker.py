@@ -19,6 +19,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -195,11 +196,25 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _die_with(parent: int) -> None:
+    """Kill this worker's process group (it, and a local Dask cluster) within a second of its
+    parent's death, even in the middle of a run: a killed gateway or task worker leaves no run
+    spinning on."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.killpg(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(conn: Connection) -> None:
     """The worker process: read the spec, then answer jobs until the server closes the pipe."""
     logging.getLogger("hamilton").setLevel(logging.CRITICAL)
     spec = conn.recv()
     os.nice(spec.settings.worker_nice)  # long runs yield to the gateway's fast calls
+    _die_with(os.getppid())
     lock = threading.Lock()
 
     def send(message: tuple) -> None:
