@@ -60,7 +60,13 @@ async def test_dask_runs_nodes_in_other_processes_and_a_timeout_kills_them(data_
     settings = GatewaySettings.load(
         data_dir=data_dir,
         mcpServers={},
-        pipelines={"concurrency": 1, "overrides": {"dask_slow": {"run_timeout_s": 4}}},
+        pipelines={
+            "concurrency": 1,
+            # Generous for the warm-up (a local cluster starting on a loaded machine); the slow
+            # run is stopped at its own limit, far below its 10 minutes.
+            "run_timeout_s": 600,
+            "overrides": {"dask_slow": {"run_timeout_s": 30}},
+        },
     )
     pipelines = {
         name: Pipeline(slow_pipeline, slow_pipeline.OUTPUTS, engine="dask")
@@ -72,6 +78,6 @@ async def test_dask_runs_nodes_in_other_processes_and_a_timeout_kills_them(data_
         node_pid = warm.structured_content["outputs"]["quick"]["pid"]
         assert node_pid != warm.structured_content["run"]["worker_pid"]
         marker.unlink()
-        with pytest.raises(ToolError, match="ran longer than 4 s"):
-            await client.call_tool("run_dask_slow", {"marker": str(marker), "seconds": 60})
+        with pytest.raises(ToolError, match="ran longer than 30 s"):
+            await client.call_tool("run_dask_slow", {"marker": str(marker), "seconds": 600})
     await wait_until_gone(await wait_for_pid(marker))
