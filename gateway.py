@@ -98,7 +98,8 @@ def compose(
     gateway.add_middleware(AuditMiddleware(audit))
     gateway.add_middleware(limits)
     gateway.add_middleware(ScopePolicy(scopes))
-    gateway.result_owners = ResultOwners()  # stored results belong to their caller
+    # Stored results belong to their caller, whichever replica answers.
+    gateway.result_owners = ResultOwners(settings.results_dir)
     gateway.add_middleware(ResultOwnership(gateway.result_owners))
     unlisted = settings.tool_search.unlisted_namespaces
     gateway.add_middleware(ClientListing(scopes, unlisted))
@@ -174,7 +175,7 @@ def create_app(settings: GatewaySettings, gateway: FastMCP | None = None) -> Sta
         session_idle_timeout=settings.limits.session_idle_s,
     )
     if gateway.auth is not None:  # every route through one auth and scope layer, outermost
-        owners = getattr(gateway, "result_owners", None) or ResultOwners()
+        owners = getattr(gateway, "result_owners", None) or ResultOwners(settings.results_dir)
         app.add_middleware(HttpGuard, auth=gateway.auth, settings=settings, owners=owners)
     return app
 

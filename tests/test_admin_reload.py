@@ -245,14 +245,14 @@ async def test_clear_caches_drops_stored_results_and_pipeline_caches(data_dir, t
         caches = layout.pipeline_cache_dir
         assert (caches / "route_profile").is_dir()
 
-        assert list(layout.results_dir.glob(f"*/{handle['id']}"))
+        assert (layout.results_dir / handle["id"]).is_dir()
         cleared = await client.call_tool("admin_clear_caches", {"confirm": True})
         cleared = cleared.structured_content
         assert cleared["sql_results_dropped"] == 1
         assert cleared["pipeline_caches"] == {"cleared": ["route_profile"], "kept_running": []}
         assert not (caches / "route_profile").exists()
         assert layout.results_dir.is_dir()
-        assert not list(layout.results_dir.glob(f"*/{handle['id']}"))
+        assert not (layout.results_dir / handle["id"]).exists()
         with pytest.raises(ToolError, match="No stored result"):
             await client.call_tool("sql_read_result", {"result_id": handle["id"]})
         again = await client.call_tool("pipelines_run_route_profile", {"dest": "SFO"})

@@ -41,7 +41,7 @@ async def test_the_first_listing_of_a_fresh_gateway_holds_the_demo_backends_tool
     async with Client(gateway, mode=mode) as client:
         names = {tool.name for tool in await client.list_tools()}  # the very first request
         status = await status_of(client, "demo")
-    assert {"demo_convert_units", "sql_query", "admin_status"} <= names, sorted(names)
+    assert {"demo_convert_units", "sql_query", "pipelines_run_pipeline"} <= names, sorted(names)
     assert status["status"] == "up" and status["catalog"]["state"] == "fresh"
 
 

@@ -117,7 +117,8 @@ def test_the_sql_engine_removes_ended_processes_spill_folders_when_it_opens(
     engine = Engine.open(settings)
     try:
         assert not dead.exists() and live.is_dir()
-        spill = engine.connection.execute("SELECT current_setting('temp_directory')").fetchone()
+        with engine.cursor() as cursor:
+            spill = cursor.execute("SELECT current_setting('temp_directory')").fetchone()
         assert Path(spill[0]).parent == settings.scratch_dir
         # The folder's name (process id, host) never reaches a client in an error message.
         assert engine.scrub(f"cannot write {spill[0]}/t.tmp") == "cannot write <scratch>/t.tmp"

@@ -16,7 +16,7 @@ MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 150
 # "path:qualified name" -> lines today (decorators excluded, docstring and body included).
 LONG_FUNCTIONS = {
-    "servers/sql/server.py:build_server": 220,
+    "servers/sql/server.py:build_server": 207,
 }
 
 

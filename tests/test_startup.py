@@ -278,10 +278,10 @@ async def test_stdio_gateway_lists_every_namespace_without_loading_heavy_librari
         deadline = time.monotonic() + 90
         while True:  # the demo backend is a cold stdio start beside ours: wait for its tools
             names = {t.name.split("_", 1)[0] for t in await client.list_tools()}
-            if {"sql", "pipelines", "admin", "demo"} <= names or time.monotonic() > deadline:
+            if {"sql", "pipelines", "demo"} <= names or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        assert {"sql", "pipelines", "admin", "demo"} <= names
+        assert {"sql", "pipelines", "demo"} <= names
         described = await client.call_tool("pipelines_describe_pipeline", {"name": "route_profile"})
         assert "flowchart" in described.structured_content["mermaid"]
         pid = [p for p in _children(os.getpid()) if _is_gateway(p)]

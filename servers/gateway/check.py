@@ -65,25 +65,13 @@ def database_error(exc: Exception) -> str:
 
 
 def pipeline_problems(settings: GatewaySettings) -> tuple[list[str], int]:
-    from pipelines import registry
-    from servers.pipelines.registry import (
-        PipelineError,
-        declared_pipelines,
-        validate_in_subprocess,
-    )
+    """The pipelines that would be served, each built and validated (in a subprocess)."""
+    from servers.pipelines.registry import PipelineError, declared_pipelines, served_registry
+    from servers.pipelines.validation import plan_of, validate_in_subprocess
 
     try:
-        declared = declared_pipelines(registry(), settings.pipelines.overrides)
-        plans = {
-            name: {
-                "module": p.spec.module.__name__,
-                "outputs": list(p.spec.outputs),
-                "engine": p.spec.engine,
-                "cache": p.spec.cache,
-            }
-            for name, p in declared.items()
-        }
-        verdicts = validate_in_subprocess(plans)
+        declared = declared_pipelines(served_registry(settings, None), settings.pipelines.overrides)
+        verdicts = validate_in_subprocess({n: plan_of(p.spec) for n, p in declared.items()})
     except PipelineError as exc:
         return [f"pipelines: {exc}"], 0
     problems = [f"pipelines: {v}" for v in verdicts.values() if isinstance(v, str)]
@@ -96,19 +84,20 @@ async def backend_problems(settings: GatewaySettings) -> tuple[list[str], dict[s
     from fastmcp import Client
 
     from servers.backends.provider import install_backends
+    from servers.health import Health
     from servers.lookup import Server
 
     enabled = [name for name, config in settings.backends.items() if config.enabled]
     if not enabled:
         return [], {}
     server = Server("check")
-    remote = install_backends(server, settings.backends, reserved=set())
+    remote = install_backends(server, settings, set(), Health(timeout_s=settings.ready_timeout_s))
     problems, states = [], {}
     with anyio.move_on_after(BACKENDS_BUDGET_S) as scope:
         async with Client(server) as client:
             tools = [t.name for t in await client.list_tools()]
             for name in enabled:
-                status = await remote.check(name)()
+                status = await remote.health_check(name)()
                 count = sum(t.startswith(f"{name}_") for t in tools)
                 state = status.get("status", "unknown")
                 states[name] = f"{state}, {count} tools"

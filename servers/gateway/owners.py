@@ -8,7 +8,9 @@ access token (stdio, loopback without auth) nothing is bound and nothing refused
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
+from pathlib import Path
 
 from fastmcp.exceptions import ResourceError, ToolError
 from fastmcp.server.dependencies import get_access_token
@@ -19,13 +21,20 @@ from servers.gateway.tool_search import CALL_TOOL
 DOWNLOAD_PREFIX = "/sql/results/"
 RESULT_URI_PREFIXES = ("sql://sql/results/", "sql://results/")  # mounted, and alone
 PAGING_TOOL = "sql_read_result"
-MAX_BOUND = 100_000  # results far outlive their TTL here before the oldest binding goes
+MAX_BOUND = 100_000
+OWNER_FILE = "owner"
+RESULT_ID = re.compile(
+    r"[A-Za-z0-9_-]{1,64}"
+)  # results far outlive their TTL here before the oldest binding goes
 
 
 class ResultOwners:
-    """Result id to principal, bounded (oldest first out)."""
+    """Result id to principal, bounded (oldest first out) in memory and, with ``directory`` (the
+    results directory replicas share), written beside the result's data, so whichever replica
+    answers knows whose a result is; the file goes with the result when it expires."""
 
-    def __init__(self, max_bound: int = MAX_BOUND) -> None:
+    def __init__(self, directory: Path | None = None, max_bound: int = MAX_BOUND) -> None:
+        self.directory = directory
         self.max_bound = max_bound
         self._owners: OrderedDict[str, str] = OrderedDict()
 
@@ -34,9 +43,24 @@ class ResultOwners:
         self._owners.move_to_end(result_id)
         while len(self._owners) > self.max_bound:
             self._owners.popitem(last=False)
+        folder = self._folder(result_id)
+        if folder is not None and folder.is_dir():
+            (folder / OWNER_FILE).write_text(principal)
 
     def may_read(self, result_id: str, principal: str) -> bool:
-        return self._owners.get(result_id) == principal
+        owner = self._owners.get(result_id)
+        folder = self._folder(result_id)
+        if owner is None and folder is not None:
+            try:
+                owner = (folder / OWNER_FILE).read_text()
+            except OSError:
+                return False
+        return owner == principal
+
+    def _folder(self, result_id: str) -> Path | None:
+        if self.directory is None or not RESULT_ID.fullmatch(result_id):
+            return None
+        return self.directory / result_id
 
 
 def unknown_result(result_id: str) -> str:

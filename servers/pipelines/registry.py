@@ -18,20 +18,12 @@ read-only DuckDB cursor. Nothing here knows about MCP.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import ctypes
 import dataclasses
 import importlib
 import importlib.util
-import json
 import logging
-import os
 import re
-import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -47,7 +39,8 @@ from pipelines import SAMPLE_TABLES, Pipeline, registry
 from servers.conventions import describe_errors
 from servers.lazy import lazy_module
 from servers.results import Column, Rows, cap_rows, json_value
-from servers.settings import ENGINES, PROJECT_ROOT, GatewaySettings, PipelineOverride
+from servers.sample_data import SAMPLE_FILE
+from servers.settings import ENGINES, GatewaySettings, PipelineOverride
 
 # Hamilton (and through it pandas and dask) loads where a driver is built: in the validation
 # subprocess and the run workers, or here on a describe before validation has answered.
@@ -90,13 +83,16 @@ class LoadedPipeline:
 
 
 def served_registry(settings: GatewaySettings, tables: set[str] | None) -> dict[str, Pipeline]:
-    """The pipelines to serve: the sample ones that apply (all with the sample database, none
-    with your own, or those named in ``pipelines.sample_pipelines``), then every module of the
-    ``pipelines.paths`` folders. One that declares tables missing from ``tables`` (the served
-    data's names; None: unknown now) is left out, with a log line naming what is missing."""
+    """The pipelines to serve: the sample ones that apply (all with the sample database, named
+    or by default; none with your own; or those named in ``pipelines.sample_pipelines``), then
+    every module of the ``pipelines.paths`` folders. One that declares tables missing from
+    ``tables`` (the served data's names; None: unknown now) is left out, with a log line naming
+    what is missing."""
     wanted = settings.pipelines.sample_pipelines
     if wanted is None:
-        wanted = list(SAMPLE_TABLES) if settings.sql.database is None else []
+        database = settings.sql.database
+        with_sample = database is None or Path(database).name == SAMPLE_FILE
+        wanted = list(SAMPLE_TABLES) if with_sample else []
     unknown = sorted(set(wanted) - set(SAMPLE_TABLES))
     if unknown:
         raise PipelineError(
@@ -430,128 +426,3 @@ def _type_name(kind: Any) -> str:
     if isinstance(kind, type):
         return kind.__name__
     return str(kind).replace("typing.", "").replace("datetime.", "")
-
-
-class Validation:
-    """Every declared pipeline built and validated in a subprocess, started now, answering
-    later. A broken pipeline is withdrawn from ``loaded`` (the dict the server lists and runs
-    from) and its problem kept in ``problems``; a valid one gets its description cached.
-    ``wait`` blocks until the answer (bounded); runs wait for it before starting."""
-
-    def __init__(self, loaded: dict[str, LoadedPipeline], nice: int = 0) -> None:
-        self.loaded = loaded
-        self.problems: dict[str, str] = {}
-        self.done = threading.Event()
-        self._plans = {name: _plan(p.spec) for name, p in loaded.items()}
-        self._nice = nice
-        threading.Thread(target=self._run, name="pipeline-validation", daemon=True).start()
-
-    def wait(self, timeout_s: float) -> bool:
-        """True once every pipeline has been validated (within timeout_s)."""
-        return self.done.wait(timeout_s)
-
-    def _run(self) -> None:
-        try:
-            verdicts = validate_in_subprocess(self._plans, self._nice)
-        except PipelineError as exc:
-            if _exiting.is_set():  # this process is ending: nothing to withdraw or report
-                return
-            verdicts = {name: str(exc) for name in self._plans}
-        for name, verdict in verdicts.items():
-            if isinstance(verdict, str):
-                self.problems[name] = verdict
-                self.loaded.pop(name, None)
-                log.error("pipeline withdrawn: %s", verdict)
-            elif name in self.loaded:
-                self.loaded[name].facts["describe"] = verdict
-        self.done.set()
-
-
-def validate_in_background(loaded: dict[str, LoadedPipeline], nice: int = 0) -> Validation:
-    """Start validating ``loaded`` in a subprocess at niceness ``nice``; see Validation."""
-    return Validation(loaded, nice)
-
-
-def _plan(spec: Pipeline) -> dict[str, Any]:
-    return {
-        "module": spec.module.__name__,
-        "outputs": list(spec.outputs),
-        "engine": spec.engine,
-        "cache": spec.cache,
-    }
-
-
-def validate_in_subprocess(
-    plans: Mapping[str, Mapping[str, Any]], nice: int = 0, timeout_s: float = 600
-) -> dict[str, Any]:
-    """Each pipeline's description, or its problem as a string, from a fresh interpreter
-    (``python -m servers.pipelines.registry``) that builds and validates every one; the
-    serving process imports neither Hamilton nor pandas for it. The subprocess never outlives
-    this process. PipelineError if the subprocess itself fails."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "servers.pipelines.registry", str(nice)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PYTHONPATH": _python_path()},
-        preexec_fn=_die_with_parent,
-    )
-    _validators.add(process)
-    try:
-        out, err = process.communicate(json.dumps(dict(plans)), timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise PipelineError(f"pipeline validation did not finish within {timeout_s:g} s") from None
-    finally:
-        _validators.discard(process)
-    if process.returncode != 0:
-        last = (err.strip().splitlines() or ["no output"])[-1]
-        raise PipelineError(f"pipeline validation failed (exit {process.returncode}): {last}")
-    return json.loads(out)
-
-
-_validators: set[subprocess.Popen] = set()
-_exiting = threading.Event()
-
-
-@atexit.register
-def _stop_validators() -> None:
-    _exiting.set()
-    for process in list(_validators):
-        process.kill()
-
-
-def _die_with_parent() -> None:
-    # Linux: the validator is killed when the process that started it dies, however it dies.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _python_path() -> str:
-    # The subprocess imports the pipeline modules by name, as this process found them.
-    return os.pathsep.join([p for p in sys.path if p] + [str(PROJECT_ROOT)])
-
-
-def _validate_plans(plans: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    verdicts: dict[str, Any] = {}
-    for name, plan in plans.items():
-        try:
-            module = importlib.import_module(plan["module"])
-            spec = Pipeline(module, tuple(plan["outputs"]), plan["engine"], plan["cache"])
-            verdicts[name] = describe(load_pipeline(name, spec))
-        except PipelineError as exc:
-            verdicts[name] = str(exc)
-        except Exception as exc:  # an import error in the module, say
-            where = f"pipeline {name!r} (module {plan['module']})"
-            verdicts[name] = f"{where} does not load: {type(exc).__name__}: {exc}"
-    return verdicts
-
-
-if __name__ == "__main__":
-    if hasattr(os, "nice") and len(sys.argv) > 1 and int(sys.argv[1]) > 0:
-        os.nice(int(sys.argv[1]))
-    logging.getLogger("hamilton").setLevel(logging.CRITICAL)
-    print(json.dumps(_validate_plans(json.loads(sys.stdin.read())), default=str))

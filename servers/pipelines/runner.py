@@ -19,10 +19,10 @@ from servers.pipelines.pool import RunWorkers
 from servers.pipelines.registry import (
     LoadedPipeline,
     PipelineError,
-    Validation,
     check_call,
     shape_output,
 )
+from servers.pipelines.validation import Validation
 from servers.pipelines.worker import Job, PipelinePlan, RunFailed, WorkerSpec
 from servers.settings import GatewaySettings
 

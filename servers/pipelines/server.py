@@ -41,7 +41,6 @@ from servers.pipelines.registry import (
     input_schema,
     mermaid,
     served_registry,
-    validate_in_background,
 )
 from servers.pipelines.run_owners import RunOwners
 from servers.pipelines.runner import PipelineTool, Runner
@@ -54,6 +53,7 @@ from servers.pipelines.tasks import (
     tasks_extension,
     tasks_root,
 )
+from servers.pipelines.validation import validate_in_background
 from servers.settings import GatewaySettings
 from servers.sql.engine import Engine
 
@@ -130,7 +130,7 @@ def build_server(
     if pipelines is None:
         pipelines = served_registry(settings, engine.table_names() if engine else None)
     loaded = declared_pipelines(pipelines, settings.pipelines.overrides)
-    # Built and validated in a subprocess while this server serves; see registry.Validation.
+    # Built and validated in a subprocess while this server serves; see validation.Validation.
     validation = validate_in_background(loaded, settings.pipelines.worker_nice)
     database = engine.database if engine else settings.database()
     runner = Runner(settings, database, loaded, validation)
