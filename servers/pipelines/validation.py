@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import ctypes
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pipelines import Pipeline
@@ -45,8 +47,10 @@ class Validation:
         return self.done.wait(timeout_s)
 
     def _run(self) -> None:
+        key = _key(self._plans)
         try:
-            verdicts = validate_in_subprocess(self._plans, self._nice)
+            verdicts = _verdicts.get(key) or validate_in_subprocess(self._plans, self._nice)
+            _verdicts[key] = verdicts
         except PipelineError as exc:
             if _exiting.is_set():  # this process is ending: nothing to withdraw or report
                 return
@@ -59,6 +63,23 @@ class Validation:
             elif name in self.loaded:
                 self.loaded[name].facts["describe"] = verdict
         self.done.set()
+
+
+# Verdicts already given in this process, by plans and module files: a process that builds
+# several servers over the same pipelines (the tests, a reload) validates them once.
+_verdicts: dict[str, dict[str, Any]] = {}
+
+
+def _key(plans: Mapping[str, Mapping[str, Any]]) -> str:
+    files = []
+    for plan in plans.values():
+        try:
+            spec = importlib.util.find_spec(plan["module"])
+        except (ImportError, ValueError):
+            spec = None
+        origin = Path(spec.origin) if spec and spec.origin else None
+        files.append((str(origin), origin.stat().st_mtime_ns if origin and origin.exists() else 0))
+    return json.dumps([plans, files], sort_keys=True, default=str)
 
 
 def validate_in_background(loaded: dict[str, LoadedPipeline], nice: int = 0) -> Validation:
