@@ -32,6 +32,7 @@ from servers.backends.link import ANSWER_TOO_LARGE, LinkError
 
 STDERR_LINE_CHARS = 300  # the part of a stderr line kept for a reason
 EXIT_GRACE_S = 2.0  # for the process to exit by itself once its stdin is closed
+REASON_WAIT_S = 10.0  # for the exit code and last stderr lines of a process whose output ended
 # The id of an answer, as it opens: {"jsonrpc": "2.0", "id": ... (never an "id" deeper inside).
 _REQUEST_ID = re.compile(
     rb'\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,20})'
@@ -46,13 +47,16 @@ class Child:
     read: anyio.abc.ObjectReceiveStream
     write: anyio.abc.ObjectSendStream
     output_ended: anyio.Event = field(default_factory=anyio.Event)
+    stderr_ended: anyio.Event = field(default_factory=anyio.Event)
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=5))
     dropped: int = 0  # messages skipped for being too long
 
     async def exit_reason(self) -> str:
-        """How the process ended (waits a little for its exit code once its output ended)."""
-        with anyio.move_on_after(EXIT_GRACE_S):
+        """How the process ended (waits a little for its exit code and its last stderr lines
+        once its output ended)."""
+        with anyio.move_on_after(REASON_WAIT_S):
             await self.process.wait()
+            await self.stderr_ended.wait()
         code = self.process.returncode
         last = self.stderr_tail[-1] if self.stderr_tail else ""
         if code is None:
@@ -153,6 +157,7 @@ async def _read_stderr(child: Child) -> None:
     text = pending.decode(errors="replace").strip()
     if text:
         child.stderr_tail.append(text[:STDERR_LINE_CHARS])
+    child.stderr_ended.set()
 
 
 def _pass_on(text: str) -> None:
