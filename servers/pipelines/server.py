@@ -130,6 +130,9 @@ def build_server(
     if pipelines is None:
         pipelines = served_registry(settings, engine.table_names() if engine else None)
     loaded = declared_pipelines(pipelines, settings.pipelines.overrides)
+    # Every declared pipeline gets its run tool, whenever validation answers: a withdrawn one
+    # then refuses its calls with the reason (the registry's ``loaded`` loses it).
+    declared = list(loaded.values())
     # Built and validated in a subprocess while this server serves; see validation.Validation.
     validation = validate_in_background(loaded, settings.pipelines.worker_nice)
     database = engine.database if engine else settings.database()
@@ -222,7 +225,7 @@ def build_server(
         await task_call(tasks, run_id, tasks_cancel)
         return run_status(await task_call(tasks, run_id, tasks_get))
 
-    for pipeline in loaded.values():
+    for pipeline in declared:
         mcp.add_tool(
             PipelineTool(
                 name=f"run_{pipeline.name}",
