@@ -87,6 +87,7 @@ from bench import trivial
 from bench.common import ROOT, StartFailed, ignore_log, machine, serving
 from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
+from servers.sql.engine import lower_priority
 
 BASELINE_FILE = ROOT / "bench" / "baseline.json"
 THRESHOLD = 1.5  # a ratio more than this many times its baseline value fails the guard
@@ -264,15 +265,31 @@ def call(client: Client, tool: str, arguments: dict | None = None) -> Call:
     return lambda: client.call_tool(tool, arguments or {})
 
 
-def raw_duckdb(connection: duckdb.DuckDBPyConnection, sql: str) -> Call:
-    """The raw DuckDB baseline: a cursor per call, fetch everything."""
+class RawDuckDB:
+    """The raw DuckDB baseline, on the same footing as the gateway's engine: opened, and its
+    queries run, in a thread at the engine's niceness (``sql.worker_nice``; DuckDB's own threads
+    inherit it from the thread that opens the database), so a busy machine slows both alike and
+    the ratio stays the gateway's overhead, not the scheduling policy."""
 
-    async def run() -> None:
-        cursor = connection.cursor()
-        cursor.execute(sql).fetchall()
-        cursor.close()
+    def __init__(self, database: Path, nice: int) -> None:
+        self.pool = ThreadPoolExecutor(1, initializer=lower_priority, initargs=(nice,))
+        self.connection = self.pool.submit(duckdb.connect, str(database), read_only=True).result()
 
-    return run
+    def call(self, sql: str) -> Call:
+        """A cursor per call, fetch everything."""
+
+        def query() -> None:
+            with self.connection.cursor() as cursor:
+                cursor.execute(sql).fetchall()
+
+        async def run() -> None:
+            await asyncio.get_running_loop().run_in_executor(self.pool, query)
+
+        return run
+
+    def close(self) -> None:
+        self.pool.submit(self.connection.close).result()
+        self.pool.shutdown()
 
 
 def start_processes(stack: ExitStack, data_dir: Path) -> dict[str, str]:
@@ -306,7 +323,7 @@ async def run_guard() -> dict:
         processes_s = time.perf_counter() - started
         settings = GatewaySettings.load(data_dir=data_dir, mcpServers={})
         gateway = trivial.create_bench_gateway(settings, bench_pipeline=True)
-        connection = duckdb.connect(str(raw_copy), read_only=True)
+        raw = RawDuckDB(raw_copy, settings.sql.worker_nice)
         async with AsyncExitStack() as clients:
 
             async def client(target, **options) -> Client:
@@ -328,7 +345,7 @@ async def run_guard() -> dict:
                 Pair(
                     "sql_aggregate_vs_duckdb",
                     call(memory, "sql_query", {"sql": AGGREGATE}),
-                    raw_duckdb(connection, AGGREGATE),
+                    raw.call(AGGREGATE),
                 ),
                 Pair(
                     "sql_select42_vs_echo",
@@ -349,7 +366,7 @@ async def run_guard() -> dict:
             assert [pair.name for pair in pairs] == list(RATIOS)
             setup_s = time.perf_counter() - started
             results = await measure(pairs)
-        connection.close()
+        raw.close()
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine() | {"load_average": [round(x, 2) for x in os.getloadavg()]},
