@@ -17,6 +17,20 @@ from fastmcp import Client
 from servers.sample_data import ensure_sample_database
 from servers.settings import PROJECT_ROOT, GatewaySettings
 
+# A raw 2025-11-25 initialize request and the headers Streamable HTTP wants, for tests that
+# speak HTTP by hand.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

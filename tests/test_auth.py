@@ -13,20 +13,10 @@ from fastmcp.utilities.tests import asgi_server
 from gateway import create_gateway
 from servers.gateway.auth import insecure_bind_refusal, new_token
 from servers.settings import PROJECT_ROOT, GatewaySettings
+from tests.conftest import INITIALIZE, MCP_HEADERS
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "gateway"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "0"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")

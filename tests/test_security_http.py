@@ -19,21 +19,10 @@ from mcp.shared.exceptions import MCPError
 
 from servers.gateway.auth import new_token
 from servers.settings import PROJECT_ROOT
-from tests.conftest import free_port, wait_until_serving
+from tests.conftest import INITIALIZE, MCP_HEADERS, free_port, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "0"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 SCOPES = {"alice": ["sql"], "bob": ["sql"], "carol": ["sql"], "ops": ["admin"]}
 HEAD_TIMEOUT_S = 2
 

@@ -19,21 +19,11 @@ from gateway import create_gateway
 from pipelines import Pipeline, registry
 from servers.gateway.auth import new_token
 from servers.settings import PROJECT_ROOT, GatewaySettings
+from tests.conftest import INITIALIZE, MCP_HEADERS
 from tests.fixtures import slow_pipeline
 from tests.pipeline_processes import wait_for_pid, wait_until_gone
 
 ISSUER, AUDIENCE = "https://issuer.test", "gateway"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "0"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 SCOPES = {"alice": ["sql", "pipelines"], "ops": ["admin"], "low": ["sql"]}
 
 
