@@ -92,7 +92,8 @@ def serving(args: list[str], env: dict[str, str], ready_path: str = "/health") -
             raise
 
 
-def wait_until_serving(process: subprocess.Popen, url: str, timeout_s: float = 30) -> None:
+def wait_until_serving(process: subprocess.Popen, url: str, timeout_s: float = 120) -> None:
+    """Return once url answers; generous, since a start on a loaded machine took 30 s."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -3,12 +3,8 @@ slow request heads, idle connections, routes without a token, other principals' 
 and more sessions than a token may hold (issue 19, items 2, 3, 9 and 13)."""
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,37 +14,12 @@ from fastmcp.exceptions import ResourceError, ToolError
 from mcp.shared.exceptions import MCPError
 
 from servers.gateway.auth import new_token
-from servers.settings import PROJECT_ROOT
-from tests.conftest import INITIALIZE, MCP_HEADERS, free_port, wait_until_serving
+from tests.conftest import INITIALIZE, MCP_HEADERS, serving
 
 pytestmark = pytest.mark.slow
 
 SCOPES = {"alice": ["sql"], "bob": ["sql"], "carol": ["sql"], "ops": ["admin"]}
 HEAD_TIMEOUT_S = 2
-
-
-@contextmanager
-def serving(args: list[str], env: dict[str, str]):
-    """conftest's serving, with a start-up bound for a loaded machine (a start took 30 s)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, *args, "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(process, base + "/health", timeout_s=120)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
 
 
 def start(data_dir: Path, folder: Path, **env: str):
