@@ -4,11 +4,9 @@ apply; a pipeline whose tables are missing is left out; `new-pipeline` writes on
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import textwrap
-import threading
 import uuid
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from gateway import create_gateway
 from servers.pipelines.registry import PipelineError
 from servers.pipelines.server import create_server, tasks_extension
 from servers.settings import PROJECT_ROOT, GatewaySettings
-from tests.test_pipelines_redis import WORKER, redis_url  # noqa: F401 (a fixture)
+from tests.test_pipelines_redis import redis_url, task_worker  # noqa: F401 (a fixture)
 from tests.writers import make_database, writer
 
 pytestmark = pytest.mark.slow
@@ -158,33 +156,8 @@ def folder_worker(redis_url, own):  # noqa: F811
         "GATEWAY_PIPELINES__TASKS_URL": redis_url,
         "GATEWAY_PIPELINES__TASKS_NAME": f"test-{uuid.uuid4().hex[:8]}",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fastmcp_tasks.worker_cli", "worker", WORKER],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **env, "COLUMNS": "200"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    ready, lines = threading.Event(), []
-
-    def read() -> None:
-        for line in process.stdout:
-            lines.append(line)
-            if "Starting worker" in line:
-                ready.set()
-        ready.set()  # the worker exited
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        if not ready.wait(90) or process.poll() is not None:
-            raise RuntimeError("the task worker did not start:\n" + "".join(lines[-30:]))
+    with task_worker(env, start_s=90) as process:
         yield process, env
-    finally:
-        for child in psutil.Process(process.pid).children(recursive=True):
-            child.kill()
-        process.kill()
-        process.wait(timeout=10)
 
 
 async def test_a_redis_task_worker_runs_a_pipeline_from_the_folder(folder_worker, own):

@@ -10,6 +10,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import anyio
 import psutil
@@ -60,15 +61,10 @@ def _wait_for_redis(process: subprocess.Popen, port: int) -> None:
     pytest.fail("redis-server did not answer within 60 s")
 
 
-@pytest.fixture
-def worker(redis_url, data_dir) -> Iterator[tuple[subprocess.Popen, dict]]:
-    """A task worker process (python -m fastmcp_tasks.worker_cli) on the Redis queue."""
-    env = {
-        "GATEWAY_DATA_DIR": str(data_dir),
-        "GATEWAY_PIPELINES__TASKS_URL": redis_url,
-        "GATEWAY_PIPELINES__TASKS_NAME": f"test-{uuid.uuid4().hex[:8]}",
-        "GATEWAY_PIPELINES__TASKS_CONCURRENCY": "2",
-    }
+@contextmanager
+def task_worker(env: dict[str, str], start_s: float) -> Iterator[subprocess.Popen]:
+    """A task worker process (python -m fastmcp_tasks.worker_cli) with env, once it says it
+    started (within start_s); it and its children are killed at the end."""
     process = subprocess.Popen(
         [sys.executable, "-m", "fastmcp_tasks.worker_cli", "worker", WORKER],
         cwd=PROJECT_ROOT,
@@ -89,14 +85,27 @@ def worker(redis_url, data_dir) -> Iterator[tuple[subprocess.Popen, dict]]:
 
     threading.Thread(target=read, daemon=True).start()
     try:
-        if not ready.wait(60) or process.poll() is not None:
+        if not ready.wait(start_s) or process.poll() is not None:
             raise RuntimeError("the task worker did not start:\n" + "".join(lines[-30:]))
-        yield process, env
+        yield process
     finally:
         for child in psutil.Process(process.pid).children(recursive=True):
             child.kill()
         process.kill()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def worker(redis_url, data_dir) -> Iterator[tuple[subprocess.Popen, dict]]:
+    """A task worker process (python -m fastmcp_tasks.worker_cli) on the Redis queue."""
+    env = {
+        "GATEWAY_DATA_DIR": str(data_dir),
+        "GATEWAY_PIPELINES__TASKS_URL": redis_url,
+        "GATEWAY_PIPELINES__TASKS_NAME": f"test-{uuid.uuid4().hex[:8]}",
+        "GATEWAY_PIPELINES__TASKS_CONCURRENCY": "2",
+    }
+    with task_worker(env, start_s=60) as process:
+        yield process, env
 
 
 async def test_a_worker_process_executes_runs_queued_on_redis(worker, data_dir):
