@@ -99,8 +99,7 @@ def compose(
     gateway.add_middleware(limits)
     gateway.add_middleware(ScopePolicy(scopes))
     # Stored results belong to their caller, whichever replica answers.
-    gateway.result_owners = ResultOwners(settings.results_dir)
-    gateway.add_middleware(ResultOwnership(gateway.result_owners))
+    gateway.add_middleware(ResultOwnership(ResultOwners(settings.results_dir)))
     unlisted = settings.tool_search.unlisted_namespaces
     gateway.add_middleware(ClientListing(scopes, unlisted))
     gateway.add_middleware(Suggestions(client_filter(scopes, [])))
@@ -175,7 +174,8 @@ def create_app(settings: GatewaySettings, gateway: FastMCP | None = None) -> Sta
         session_idle_timeout=settings.limits.session_idle_s,
     )
     if gateway.auth is not None:  # every route through one auth and scope layer, outermost
-        owners = getattr(gateway, "result_owners", None) or ResultOwners(settings.results_dir)
+        # The owners are written beside the results: any instance over the directory agrees.
+        owners = ResultOwners(settings.results_dir)
         app.add_middleware(HttpGuard, auth=gateway.auth, settings=settings, owners=owners)
     return app
 
