@@ -105,8 +105,8 @@ def configure(limits: LimitSettings) -> None:
 
 
 def uvicorn_options(settings: GatewaySettings) -> dict[str, Any]:
-    """uvicorn.run keyword arguments for these settings (besides the app and workers)."""
-    configure(settings.limits)
+    """uvicorn.run keyword arguments for these settings (besides the app and workers); the
+    protocol's limits are set by ``configure``, which create_app calls in every worker."""
     return {
         "host": settings.host,
         "port": settings.port,
