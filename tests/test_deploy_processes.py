@@ -1,22 +1,14 @@
-"""The compose topology without Docker, as real processes on 127.0.0.1: redis-server, the demo
-backend over HTTP, two gateway replicas (one with two uvicorn worker processes, one stateless
-single process), a pipeline task worker, and nginx in front running deploy/nginx.conf.
-
-Needs the `redis-server` and `nginx` binaries (Debian packages; .ci/run installs them).
+"""The compose topology without Docker, as real processes on 127.0.0.1 (tests/deploy.py):
+redis-server, the demo backend over HTTP, two gateway replicas (one with two uvicorn worker
+processes, one stateless single process), a pipeline task worker, and nginx in front running
+deploy/nginx.conf.
 """
 
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -25,145 +17,18 @@ import psutil
 import pytest
 from fastmcp import Client
 
-from servers.sample_data import ensure_sample_database
-from servers.settings import PROJECT_ROOT
-from tests.conftest import free_port
-from tests.test_deploy_config import nginx_binary, render_nginx_conf
+from tests.deploy import Deployment
+from tests.deploy import deployment as deploy
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "deploy-test-token-" + uuid.uuid4().hex
 
 
-@dataclass
-class Deployment:
-    url: str  # the MCP endpoint, through nginx
-    access_log: Path
-    replica_ports: list[int]
-    task_worker_pid: int
-
-
-@contextmanager
-def started(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    """A process in its own session (so its workers go with it), logging to a file."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            env={**os.environ, **env},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-
-
-def wait_for(check, process: subprocess.Popen, log: Path, what: str, timeout_s: float = 90):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited early:\n{log.read_text()[-3000:]}")
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} did not start within {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
-def answers(url: str) -> bool:
-    return httpx.get(url, timeout=1).status_code == 200
-
-
 @pytest.fixture(scope="module")
 def deployment(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    redis_server = shutil.which("redis-server")
-    if redis_server is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
-    nginx = nginx_binary()
-    tmp = tmp_path_factory.mktemp("deploy")
-    ports = {name: free_port() for name in ("redis", "demo", "a", "b", "nginx")}
-    config = tmp / "gateway.json"
-    demo_url = f"http://127.0.0.1:{ports['demo']}/mcp"
-    config.write_text(json.dumps({"mcpServers": {"demo": {"url": demo_url}}}))
-    # As in docker-compose.yml: the database read-only on its own, scratch in a separate
-    # directory, one Redis queue, a token from the environment.
-    env = {
-        "GATEWAY_SQL__DATABASE": str(ensure_sample_database(data_dir)),
-        "GATEWAY_DATA_DIR": str(tmp / "state"),
-        "GATEWAY_PIPELINES__TASKS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
-        "GATEWAY_PIPELINES__TASKS_NAME": f"deploy-{uuid.uuid4().hex[:8]}",
-        "GATEWAY_PIPELINES__TASKS_CONCURRENCY": "1",
-        "GATEWAY_AUTH__TOKEN": TOKEN,
-        "GATEWAY_LIMITS__RATE_PER_S": "0",
-    }
-    gateway = [sys.executable, "gateway.py", "--config", str(config), "--port"]
-    with ExitStack() as stack:
-
-        def start(name: str, command: list[str], extra: dict[str, str] | None = None):
-            log = tmp / f"{name}.log"
-            return stack.enter_context(started(command, {**env, **(extra or {})}, log)), log
-
-        redis, redis_log = start(
-            "redis",
-            [redis_server, "--port", str(ports["redis"]), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no"],
-        )
-        demo, demo_log = start(
-            "demo",
-            [sys.executable, "-m", "servers.demo_backend", "--transport", "http"]
-            + ["--port", str(ports["demo"])],
-        )
-        replica_a, a_log = start("gateway-a", [*gateway, str(ports["a"]), "--workers", "2"])
-        replica_b, b_log = start(
-            "gateway-b", [*gateway, str(ports["b"])], {"GATEWAY_STATELESS_HTTP": "true"}
-        )
-        worker, worker_log = start(
-            "task-worker",
-            [sys.executable, "-m", "servers.pipelines.task_worker"],
-            {"GATEWAY_CONFIG": str(config), "GATEWAY_PIPELINES__TASKS_CONCURRENCY": "4"},
-        )
-        prefix = tmp / "nginx"
-        conf = render_nginx_conf(
-            prefix, ports["nginx"], [f"127.0.0.1:{ports['a']}", f"127.0.0.1:{ports['b']}"]
-        )
-        proxy, proxy_log = start(
-            "nginx",
-            [nginx, "-e", "stderr", "-p", str(prefix), "-c", str(conf)] + ["-g", "daemon off;"],
-        )
-        base = f"http://127.0.0.1:{ports['nginx']}"
-        wait_for(lambda: answers(f"{base}/nginx-health"), proxy, proxy_log, "nginx")
-        wait_for(lambda: _redis_up(ports["redis"]), redis, redis_log, "redis-server")
-        wait_for(lambda: _listening(ports["demo"]), demo, demo_log, "the demo backend")
-        for port, process, log in ((ports["a"], replica_a, a_log), (ports["b"], replica_b, b_log)):
-            health = f"http://127.0.0.1:{port}/health"
-            wait_for(lambda url=health: answers(url), process, log, "gateway")
-        wait_for(lambda: "Starting worker" in worker_log.read_text(), worker, worker_log, "worker")
-        yield Deployment(f"{base}/mcp", prefix / "access.log", [ports["a"], ports["b"]], worker.pid)
-
-
-def _redis_up(port: int) -> bool:
-    import redis
-
-    return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping())
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
+    with deploy(tmp_path_factory.mktemp("deploy"), data_dir, TOKEN) as running:
+        yield running
 
 
 def upstreams_of_mcp_requests(access_log: Path) -> set[int]:
@@ -278,9 +143,7 @@ async def test_a_large_result_made_through_nginx_is_paged_and_downloaded_through
                 "sql_read_result", {"result_id": handle["id"], "offset": offset, "limit": 2}
             )
             assert page.structured_content["rows"] == [[offset], [offset + 1]]
-    bases = [deployment.url.removesuffix("/mcp")] + [
-        f"http://127.0.0.1:{port}" for port in deployment.replica_ports
-    ]
+    bases = [deployment.url.removesuffix("/mcp"), *deployment.replicas]
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with httpx.AsyncClient(headers=headers, timeout=60) as http:
         for base in bases:  # nginx, then each replica directly

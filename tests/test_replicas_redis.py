@@ -5,7 +5,6 @@ Needs the `redis-server` binary (Debian package redis-server; .ci/run installs i
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,12 +16,11 @@ import anyio
 import httpx
 import psutil
 import pytest
-import redis
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
 from servers.settings import PROJECT_ROOT, GatewaySettings
-from tests.conftest import free_port
+from tests.deploy import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -30,45 +28,9 @@ PASSWORD = "redis-secret-" + uuid.uuid4().hex
 INPUTS = {"start_date": "2013-01-01", "end_date": "2013-01-07"}
 
 
-class RedisServer:
-    """A private redis-server with a password, on a fixed loopback port, without persistence:
-    stopping and starting it loses every key, as a Redis restart without AOF does."""
-
-    def __init__(self) -> None:
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
-            pytest.skip("redis-server is not installed (apt-get install redis-server)")
-        self.port = free_port()
-        self.url = f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-            + ["--requirepass", PASSWORD, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=PASSWORD, socket_timeout=1)
-        for _ in range(300):  # up to ~30 s on a loaded machine
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {self.process.stderr.read()[-300:]}")
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                threading.Event().wait(0.1)
-        raise TimeoutError("redis-server did not answer within 30 s")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-
-
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
+    server = RedisServer(PASSWORD)
     server.start()
     try:
         yield server
