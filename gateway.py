@@ -256,29 +256,59 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers))
         if v is not None
     }
+
+    def load() -> GatewaySettings:
+        return GatewaySettings.load(args.config, **overrides)
+
     try:
-        settings = GatewaySettings.load(args.config, **overrides)
+        settings = load()
         refuse_to_start(settings, args)
-        gateway, facts = compose(settings, lambda: GatewaySettings.load(args.config, **overrides))
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback, for any start failure
-        print(f"gateway: cannot start: {start_failure(exc)}", file=sys.stderr)
-        return 2
-    from servers.gateway.startup import print_banner
+        return cannot_start(exc)
+    if settings.workers > 1 and args.transport == "http":
+        try:  # the supervisor checks the settings and builds the sample database once
+            compose(settings, load)
+        except Exception as exc:  # noqa: BLE001
+            return cannot_start(exc)
+        serve_workers(settings, args.config)  # every worker process builds its own
+        return 0
+    import anyio
 
-    print_banner(settings, facts, args.transport)
-    if args.transport == "stdio":
-        gateway.run(transport="stdio", show_banner=False)
-    elif settings.workers > 1:
-        # The gateway built above checked the settings and built the sample database once;
-        # every worker process builds its own.
-        serve_workers(settings, args.config)
-    else:
-        import uvicorn
+    # uvloop, as uvicorn would choose, for HTTP; plain asyncio, as fastmcp's stdio uses
+    options = {"use_uvloop": args.transport == "http"}
+    return anyio.run(serve, settings, load, args.transport, backend_options=options)
 
-        from servers.gateway.http import uvicorn_options
 
-        uvicorn.run(create_app(settings, gateway), **uvicorn_options(settings))
-    return 0
+async def serve(settings: GatewaySettings, load: Callable[[], GatewaySettings], transport: str):
+    """Start the backends' processes, compose the gateway while they start, then serve."""
+    from servers.backends.launch import discard_early, start_early
+
+    await start_early(settings.backends)
+    try:
+        try:
+            gateway, facts = compose(settings, load)
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+            return cannot_start(exc)
+        from servers.gateway.startup import print_banner
+
+        print_banner(settings, facts, transport)
+        if transport == "stdio":
+            await gateway.run_async(transport="stdio", show_banner=False)
+        else:
+            import uvicorn
+
+            from servers.gateway.http import uvicorn_options
+
+            app = create_app(settings, gateway)
+            await uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings))).serve()
+        return 0
+    finally:
+        await discard_early()
+
+
+def cannot_start(exc: Exception) -> int:
+    print(f"gateway: cannot start: {start_failure(exc)}", file=sys.stderr)
+    return 2
 
 
 def parse_serve_arguments(argv: list[str]) -> argparse.Namespace:

@@ -266,11 +266,11 @@ class Backend(ProxiedCalls):
         return self.config.connect_timeout_s + self.config.timeout_s
 
     async def catalog_for_listing(self) -> Catalog | None:
-        """The catalog to list now. Waits only while the backend is still starting (at most
+        """The catalog to list now. Waits only while the first fetch since the backend's start
+        has not ended (it is starting, or up a moment before its catalog arrives; at most
         first_listing_wait_s from its start), or when it said its lists changed (within its
         timeouts); otherwise serves the cache and refreshes an old one in the background."""
-        if self.catalog is None and self.state == "starting":
-            assert self._started_at is not None
+        if self.catalog is None and self._started_at is not None and not self._settled.is_set():
             left = self._started_at + self.config.first_listing_wait_s - time.monotonic()
             with anyio.move_on_after(max(0.0, left)):
                 await self._settled.wait()

@@ -24,10 +24,10 @@ import anyio.abc
 import anyio.to_thread
 import mcp_types
 from mcp import StdioServerParameters
-from mcp.client.stdio import get_default_environment
 from mcp.os.posix.utilities import terminate_posix_process_tree
 from mcp.shared.message import SessionMessage
 
+from servers.backends import launch
 from servers.backends.link import ANSWER_TOO_LARGE, LinkError
 
 STDERR_LINE_CHARS = 300  # the part of a stderr line kept for a reason
@@ -72,15 +72,13 @@ def _safe_name(command: str) -> str:
 
 
 async def _open(params: StdioServerParameters) -> anyio.abc.Process:
+    early = launch.take(params.command, params.args, params.env, params.cwd)
+    if early is not None:
+        return early
     if params.cwd is not None and not Path(params.cwd).is_dir():
         raise LinkError("its working directory ('cwd') does not exist")
     try:
-        return await anyio.open_process(
-            [params.command, *params.args],
-            env=get_default_environment() | (params.env or {}),
-            cwd=params.cwd,
-            start_new_session=True,
-        )
+        return await launch.start(params.command, params.args, params.env, params.cwd)
     except FileNotFoundError:
         raise LinkError(f"command not found: {_safe_name(params.command)}") from None
     except PermissionError:
