@@ -30,7 +30,8 @@ def project_version() -> str:
 
 @dataclass
 class Health:
-    """Checks by name; each returns a dict with at least ``status`` ("up" or "down")."""
+    """Checks by name; each returns a dict with at least ``status``: "up" or "down" (a backend
+    may also be "starting", or "disabled" in the config)."""
 
     timeout_s: float = 2.0
     started: float = field(default_factory=time.time)
@@ -80,8 +81,10 @@ class Health:
             for kind in ("mount", "backend", "service")
         }
         mounts_up = all(r["status"] == "up" for r in by_kind["mount"].values())
-        backends_up = all(
-            r["status"] == "up" for kind in ("backend", "service") for r in by_kind[kind].values()
+        backends_up = all(  # a backend disabled in the config is not waited for
+            r["status"] in ("up", "disabled")
+            for kind in ("backend", "service")
+            for r in by_kind[kind].values()
         )
         status = "ready" if mounts_up and backends_up else "degraded" if mounts_up else "unready"
         return {

@@ -189,6 +189,33 @@ async def test_a_removed_stdio_backend_process_is_stopped(data_dir, tmp_path):
         assert "proc_pid" not in await tool_names(admin)
 
 
+async def test_a_backend_disabled_in_the_config_is_reported_disabled_and_not_waited_for(
+    data_dir, tmp_path
+):
+    entry = {**stdio_backend(), "timeout_s": 10, "connect_timeout_s": 10}
+    off = {"command": "never-started", "enabled": False}
+    configured = Configured(data_dir, tmp_path, backends={"proc": entry, "off": off})
+    async with Client(configured.gateway) as admin:
+        pid = (await admin.call_tool("proc_pid", {})).data
+        status = (await admin.call_tool("admin_status", {})).structured_content
+        assert status["backends"]["off"] == {"status": "disabled"}
+        assert status["backends"]["proc"]["status"] == "up"
+        assert status["status"] == "ready"  # a disabled backend does not make it degraded
+
+        configured.write(backends={"proc": {**entry, "enabled": False}})
+        assert (await reload(admin))["applied"] == ["backends (removed: proc)"]
+        with anyio.fail_after(60):
+            while alive(pid):
+                await anyio.sleep(0.05)
+        status = (await admin.call_tool("admin_status", {})).structured_content
+        assert status["backends"] == {"proc": {"status": "disabled"}}  # "off" left the config
+        assert "proc_pid" not in await tool_names(admin)
+
+        configured.write(backends={"proc": entry})
+        assert (await reload(admin))["applied"] == ["backends (added: proc)"]
+        assert (await admin.call_tool("proc_pid", {})).data != pid
+
+
 async def test_a_changed_backend_entry_is_replaced_by_a_fresh_one(data_dir, tmp_path):
     entry = {**stdio_backend(), "timeout_s": 10, "connect_timeout_s": 10}
     configured = Configured(data_dir, tmp_path, backends={"proc": entry})

@@ -11,7 +11,7 @@ together with the relay of list changes to connected clients.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -48,6 +48,7 @@ class BackendsProvider(Provider):
         reserved: set[str],
         max_response_bytes: int = 5_000_000,
         health: Health | None = None,
+        disabled: Iterable[str] = (),
     ) -> None:
         super().__init__()
         self.max_response_bytes = max_response_bytes
@@ -56,6 +57,8 @@ class BackendsProvider(Provider):
         self.health = health
         for name in self.backends:
             self._register(name)
+        self.disabled: set[str] = set()
+        self._show_disabled(set(disabled))
         self._reserved = reserved
         self._index = Index()
         self._index_key: tuple | None = None
@@ -76,6 +79,15 @@ class BackendsProvider(Provider):
     def _register(self, name: str) -> None:
         if self.health is not None:
             self.health.add(name, "backend", self.health_check(name))
+
+    def _show_disabled(self, names: set[str]) -> None:
+        """Entries with ``enabled: false`` are reported as such (not started, not offered)."""
+        if self.health is not None:
+            for name in self.disabled - names - set(self.backends):
+                self.health.checks.pop(name, None)
+            for name in names:
+                self.health.add(name, "backend", _disabled)
+        self.disabled = names
 
     @asynccontextmanager
     async def lifespan(self):
@@ -143,6 +155,7 @@ class BackendsProvider(Provider):
         except (AssertionError, TypeError, ValueError) as exc:
             raise ValueError(f"mcpServers: {exc}") from None
         changes.order = list(wanted)
+        changes.disabled = {name for name, config in new.backends.items() if not config.enabled}
         return changes
 
     async def apply(self, changes: BackendChanges) -> list[str]:
@@ -151,6 +164,7 @@ class BackendsProvider(Provider):
         follow. Returns one line per change (none when nothing changed). The caller tells
         connected clients the lists changed (``notifier.announce``), once for all it changed."""
         if not changes:
+            self._show_disabled(changes.disabled)
             return []
         old = self.backends
         merged = {**old, **changes.built}
@@ -167,6 +181,7 @@ class BackendsProvider(Provider):
                 self.health.checks.pop(name, None)
             for name in changes.added:
                 self._register(name)
+        self._show_disabled(changes.disabled)
         self.index()
         summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.summary().items())
         return [f"backends ({summary})"]
@@ -313,6 +328,7 @@ class BackendChanges:
     replaced: list[str] = field(default_factory=list)
     built: dict[str, Backend] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
+    disabled: set[str] = field(default_factory=set)  # entries with enabled: false
 
     def __bool__(self) -> bool:
         return bool(self.added or self.removed or self.replaced)
@@ -340,8 +356,13 @@ def install_backends(
         reserved,
         max_response_bytes=settings.limits.max_response_bytes,
         health=health,
+        disabled={name for name, config in settings.backends.items() if not config.enabled},
     )
     health.add_metrics("backends", provider.metrics)
     gateway.add_provider(provider)
     provider.notifier.install(gateway)
     return provider
+
+
+async def _disabled() -> dict:
+    return {"status": "disabled"}
