@@ -441,7 +441,7 @@ class LimitSettings(_Section):
     )
     session_idle_s: float = Field(1800.0, gt=0, description="A session unused this long is closed.")
     shared_timeout_s: float = Field(
-        0.25,
+        0.5,
         gt=0,
         le=5,
         description="Longest a call waits for the deployment's Redis rate bucket; then this "

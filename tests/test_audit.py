@@ -205,3 +205,24 @@ async def test_every_processes_calls_and_heartbeat_are_read_back_and_redis_down_
         assert (await reader.processes())["scope"] == "this process"
     finally:
         redis_server.stop()
+
+
+async def test_a_process_that_stops_beating_drops_out_of_the_live_list(data_dir, tmp_path):
+    redis_server = RedisServer()
+    redis_server.start()
+    try:
+        settings = GatewaySettings.load(
+            data_dir=data_dir,
+            mcpServers={},
+            pipelines={"tasks_url": redis_server.url, "tasks_name": "audit-beats"},
+            audit={"file": tmp_path / "audit.jsonl", "heartbeat_s": 0.5},
+        )
+        audit = Audit(settings)
+        killed, reader = Replicas(settings, audit, Health()), Replicas(settings, audit, Health())
+        await killed._beat()  # one beat, then nothing: as a process killed with SIGKILL
+        assert len((await reader.processes())["live"]) == 1
+        with anyio.fail_after(60):  # its entry lives three beats (rounded up to whole seconds)
+            while (await reader.processes())["live"]:
+                await anyio.sleep(0.1)
+    finally:
+        redis_server.stop()

@@ -50,13 +50,15 @@ class Replicas:
         self.audit = audit
         self.health = health
         self.settings = settings.audit
-        self.redis = deployment.connect(settings, timeout_s=2.0)
+        self.timeout_s = settings.ready_timeout_s  # each read or write of Redis, at most
+        self.redis = deployment.connect(settings, timeout_s=self.timeout_s)
         self.entries_key = deployment.key(settings, "replicas")
         self.entry_prefix = deployment.key(settings, "replica")
         self.recent_key = deployment.key(settings, "recent")
         self.pending: deque[str] = deque(maxlen=self.settings.recent)
         self.started = datetime.now(UTC).isoformat(timespec="seconds")
         self.wake: asyncio.Event | None = None
+        self.pushing: asyncio.Lock | None = None  # one flush at a time: no record pushed twice
         self.runner: asyncio.Task | None = None
         self.users = 0
         self.reachable = True
@@ -77,7 +79,7 @@ class Replicas:
             return
         self.users += 1
         if self.runner is None:
-            self.wake = asyncio.Event()
+            self.wake, self.pushing = asyncio.Event(), asyncio.Lock()
             self.runner = asyncio.create_task(self._run())
         try:
             yield {}
@@ -88,7 +90,7 @@ class Replicas:
                 with anyio.CancelScope(shield=True):
                     with suppress(asyncio.CancelledError, Exception):
                         await self.runner
-                    self.runner = None
+                    self.runner = self.wake = self.pushing = None
                     await self._leave()
 
     async def _run(self) -> None:
@@ -133,7 +135,7 @@ class Replicas:
     async def _leave(self) -> None:
         name = process_name()
         try:
-            with anyio.fail_after(2):
+            with anyio.fail_after(self.timeout_s):
                 await self.redis.delete(f"{self.entry_prefix}:{name}")
                 await self.redis.srem(self.entries_key, name)
         except _redis_errors():
@@ -155,11 +157,17 @@ class Replicas:
         (they stay queued, up to ``audit.recent`` of them)."""
         if self.redis is None:
             return False
+        if self.pushing is None:  # outside the lifespan (a test): no runner to race with
+            return await self._push()
+        async with self.pushing:
+            return await self._push()
+
+    async def _push(self) -> bool:
         if not self.pending:
             return True
         batch = list(self.pending)
         try:
-            with anyio.fail_after(2):
+            with anyio.fail_after(self.timeout_s):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.lpush(self.recent_key, *batch)
                     pipe.ltrim(self.recent_key, 0, self.settings.recent - 1)
@@ -179,7 +187,7 @@ class Replicas:
         if self.redis is None:
             return {"answered_by": answered, "scope": THIS_PROCESS, "note": NO_REDIS}
         try:
-            with anyio.fail_after(2):
+            with anyio.fail_after(self.timeout_s):
                 names = sorted(n.decode() for n in await self.redis.smembers(self.entries_key))
                 values = (
                     await self.redis.mget([f"{self.entry_prefix}:{n}" for n in names])
@@ -211,7 +219,7 @@ class Replicas:
         raw = None
         if await self.flush():
             try:
-                with anyio.fail_after(2):
+                with anyio.fail_after(self.timeout_s):
                     raw = await self.redis.lrange(self.recent_key, 0, self.settings.recent - 1)
             except _redis_errors() as exc:
                 self._reached(False, exc)
