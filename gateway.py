@@ -60,11 +60,12 @@ def compose(
     from servers.backends.provider import install_backends
     from servers.gateway.audit import Audit, AuditMiddleware
     from servers.gateway.auth import build_auth
-    from servers.gateway.limits import ClientLimits
+    from servers.gateway.limits import ClientLimits, SharedBuckets
     from servers.gateway.listing import ClientListing, LeanListing, client_filter
     from servers.gateway.metrics import install_metrics
     from servers.gateway.owners import ResultOwners, ResultOwnership
     from servers.gateway.policy import ScopePolicy, Scopes
+    from servers.gateway.replicas import Replicas
     from servers.gateway.startup import StartupFacts, home_page, project_identity, tool_count
     from servers.gateway.tool_schemas import ToolSchemas
     from servers.gateway.tool_search import CALL_TOOL, SEARCH_TOOL, ToolSearch
@@ -94,7 +95,7 @@ def compose(
     )
     # Audit outermost, so refusals by the scope policy are recorded too.
     audit = Audit(settings)
-    scopes, limits = Scopes(settings), ClientLimits(settings.limits)
+    scopes, limits = Scopes(settings), ClientLimits(settings.limits, SharedBuckets.of(settings))
     gateway.add_middleware(AuditMiddleware(audit))
     gateway.add_middleware(limits)
     gateway.add_middleware(ScopePolicy(scopes))
@@ -112,7 +113,8 @@ def compose(
         settings, engine, served_pipelines, tasks=tasks
     )
     gateway.mount(pipelines_server, namespace="pipelines")
-    admin_server = admin.create_server(settings, health, audit, pipelines_control.runs)
+    replicas = Replicas(settings, audit, health)  # with Redis: every process of the deployment
+    admin_server = admin.create_server(settings, health, audit, pipelines_control.runs, replicas)
     gateway.mount(admin_server, namespace="admin")
     health.add("sql", "mount", engine.health)
     health.add("pipelines", "mount", engine.health)

@@ -440,6 +440,20 @@ class LimitSettings(_Section):
         60.0, gt=0, description="New sessions (initialize) one client with a token may open."
     )
     session_idle_s: float = Field(1800.0, gt=0, description="A session unused this long is closed.")
+    shared_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        le=5,
+        description="Longest a call waits for the deployment's Redis rate bucket; then this "
+        "process's own bucket decides.",
+    )
+    shared_retry_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="After the deployment's Redis failed, calls use this process's bucket this "
+        "long before Redis is tried again.",
+    )
 
 
 class AuditSettings(_Section):
@@ -453,4 +467,11 @@ class AuditSettings(_Section):
     recent: int = Field(1000, ge=1, description="Calls kept in memory for admin_recent_calls.")
     argument_chars: int = Field(
         500, ge=20, description="Longest argument summary logged per call (secrets redacted)."
+    )
+    heartbeat_s: float = Field(
+        5.0,
+        ge=0.5,
+        le=300,
+        description="How often each gateway process renews its entry in the deployment's Redis; "
+        "admin_status lists a process until it misses 3 beats.",
     )

@@ -226,7 +226,7 @@ async def test_the_audit_names_the_client_of_each_call_and_records_refusals(serv
             await alice.call_tool("admin_status", {})
     async with server.client(auth=tokens["root"]) as root:
         calls = await root.call_tool("admin_recent_calls", {"client": "token:alice", "limit": 2})
-    newest, older = calls.structured_content["result"]
+    newest, older = calls.structured_content["calls"]
     assert (newest["name"], newest["outcome"], newest["error_class"]) == (
         "admin_status",
         "error",

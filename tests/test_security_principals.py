@@ -107,7 +107,7 @@ async def test_jwt_times_and_subject_are_checked(server, keys, case, status):
 async def recent_clients(server, tokens) -> set[str]:
     async with server.client(auth=tokens["ops"]) as ops:
         calls = await ops.call_tool("admin_recent_calls", {"limit": 200})
-    return {call["client"] for call in calls.structured_content["result"]}
+    return {call["client"] for call in calls.structured_content["calls"]}
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

@@ -1,11 +1,11 @@
 """The audit log: every tool call, resource read and prompt get, who made it and how it ended.
 
 Each call becomes one JSON line (time, client, kind, name, argument summary, duration, outcome,
-error class) in a rotating file, and stays in memory for ``admin_recent_calls`` and the per-tool
-counts and latencies of ``admin_status``. Argument summaries are cut to a configured length and
-secrets are redacted: values under keys that look secret (password, token, secret,
-authorization, api key, cookie, credential) and every secret value of the settings (backend
-headers, bearer tokens, passwords in URLs, the environment token).
+error class, the replica that served it) in a rotating file, and stays in memory for
+``admin_recent_calls`` and the per-tool counts and latencies of ``admin_status``. Argument
+summaries are cut to a configured length and secrets are redacted: values under keys that look
+secret (password, token, secret, authorization, api key, cookie, credential) and every secret
+value of the settings (backend headers, bearer tokens, passwords in URLs, the environment token).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 from typing import Any
@@ -32,6 +32,7 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from pydantic import BaseModel, SecretStr
 
 from servers.gateway.policy import client_scopes
+from servers.replica import process_name
 from servers.settings import GatewaySettings
 
 SECRET_KEY = re.compile(r"pass|token|secret|authori[sz]ation|api[-_]?key|cookie|credential", re.I)
@@ -117,6 +118,7 @@ class CallRecord:
     error_class: str | None = None
     correlation_id: str | None = None
     known: bool = True  # False: no such tool, resource or prompt (a made-up name)
+    replica: str = field(default_factory=process_name)  # the process that served it
 
 
 class Audit:
