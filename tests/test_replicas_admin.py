@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+import redis
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
@@ -226,6 +227,45 @@ async def test_a_replica_started_later_hides_what_is_hidden(deployment: Deployme
                     assert "sql_chart" not in names and "sql_explain" in names
         finally:
             await set_enabled(admin_a, "sql_chart", True)
+
+
+async def test_a_process_that_lost_its_subscription_catches_up_from_redis(
+    deployment: Deployment, tokens_file
+):
+    """Changes made while the subscribers were cut off (written to Redis, never published)
+    are applied when they subscribe again: the hidden set and a missed reload."""
+    path, token, line = tokens_file
+    a, b = deployment.replicas
+    name = deployment.env["GATEWAY_PIPELINES__TASKS_NAME"]
+    store = redis.Redis.from_url(deployment.redis.url)
+    entry = json.dumps({"kind": "tools", "key": "tool:sql_explain@"})
+    path.write_text(line + "\n")
+    async with Client(mcp(b), auth=TOKEN, timeout=60) as on_b:
+        await on_b.call_tool("admin_reload", {"confirm": True})  # the token is valid everywhere
+        await poll(
+            lambda: anyio.to_thread.run_sync(
+                lambda: {initialize_status(url, token) for url in (a, a, a, b)} == {200}
+            ),
+            "the token accepted again",
+        )
+        assert "sql_explain" in await listed(on_b)
+        path.write_text("")
+        store.hset(f"{name}:gateway:admin:hidden", "sql_explain", entry)
+        store.incr(f"{name}:gateway:admin:reloads")
+        assert store.client_kill_filter(_type="pubsub") >= 3  # A's two workers and B
+        await poll(listing(on_b, "sql_explain", False), "B caught up with the hidden set")
+        await poll(
+            lambda: anyio.to_thread.run_sync(
+                lambda: {initialize_status(url, token) for url in (a, a, a, b)} == {401}
+            ),
+            "every process caught up with the missed reload",
+        )
+        async with Client(mcp(a), auth=TOKEN, timeout=60) as on_a:
+            await poll(listing(on_a, "sql_explain", False, 6), "A caught up with the hidden set")
+            shown = await set_enabled(on_a, "sql_explain", True)
+        assert shown["hidden"] == [] and shown["deployment"] == SENT
+        await poll(listing(on_b, "sql_explain", True), "shown again on B")
+    store.close()
 
 
 async def test_with_redis_down_a_change_applies_here_says_so_and_redis_wins_when_back(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -153,7 +154,8 @@ class RedisChanges:
         self.counter = deployment.key(settings, "admin", "reloads")
         self.channel = deployment.key(settings, "admin", "changes")
         self.visibility, self.reload, self.announce = visibility, reload, announce
-        self.origin = process_name()
+        # One per gateway (a process may build several, as tests do): never acts on its own.
+        self.origin = f"{process_name()}-{secrets.token_hex(4)}"
         self.generation: int | None = None  # the last reload this process applied
         self.followed = anyio.Event()  # set once the first catch-up was tried
 
@@ -215,6 +217,8 @@ class RedisChanges:
             return await self.reload()
         except ToolError as exc:  # the config is bad here: the old one stays
             logger.warning("shared admin state: a reload was not applied: %s", exc)
+        except Exception as exc:  # a part failed: keep following the others' changes
+            logger.warning("shared admin state: a reload failed (%s)", type(exc).__name__)
         return set()
 
     async def receive(self, data: bytes) -> None:
@@ -249,7 +253,8 @@ class RedisChanges:
             await self.announce(kinds)
 
     async def follow(self) -> None:
-        """Subscribe, catch up, apply each change; again after every lost connection."""
+        """Subscribe, apply each change, and catch up on every (re)subscription: redis-py
+        reconnects a dropped subscription by itself, and Redis confirms each one."""
         from redis.exceptions import RedisError
 
         away = False
@@ -257,16 +262,17 @@ class RedisChanges:
             try:
                 async with self.client.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)
-                    await self.catch_up()
-                    self.followed.set()
-                    if away:
-                        logger.warning("shared admin state: Redis is back, caught up")
-                        away = False
                     while True:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=1.0
-                        )
-                        if message is not None and message["type"] == "message":
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is None:
+                            continue
+                        if message["type"] == "subscribe":
+                            await self.catch_up()
+                            self.followed.set()
+                            if away:
+                                logger.warning("shared admin state: Redis is back, caught up")
+                                away = False
+                        elif message["type"] == "message":
                             await self.receive(message["data"])
             except (RedisError, OSError, TimeoutError) as exc:
                 self.followed.set()
