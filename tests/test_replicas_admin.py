@@ -15,10 +15,12 @@ from pathlib import Path
 
 import anyio
 import httpx
+import mcp as mcp_sdk
 import pytest
 import redis
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
+from mcp.client.streamable_http import streamable_http_client
 
 from servers.admin.shared import NOT_SENT, SENT
 from servers.gateway.auth import new_token
@@ -208,6 +210,27 @@ async def test_a_legacy_client_on_another_replica_hears_the_tool_list_changed(
             await set_enabled(admin_b, "sql_explain", True)
             await poll(heard, "list_changed again on replica C's stream")
             assert "sql_explain" in await listed(watcher)
+
+
+async def test_a_2026_listen_stream_on_replica_a_hears_a_change_made_through_replica_b(
+    deployment: Deployment,
+):
+    a, b = (mcp(url) for url in deployment.replicas)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(headers=headers, timeout=BOUND_S) as http:
+        transport = streamable_http_client(a, http_client=http)
+        async with (
+            mcp_sdk.Client(transport) as listener,
+            listener.listen(tools_list_changed=True) as subscription,
+            Client(b, auth=TOKEN, timeout=60) as admin_b,
+        ):
+            await set_enabled(admin_b, "sql_explain", False)
+            try:
+                with anyio.fail_after(BOUND_S):
+                    event = await anext(aiter(subscription))
+            finally:
+                await set_enabled(admin_b, "sql_explain", True)
+    assert type(event).__name__ == "ToolsListChanged"
 
 
 async def test_a_replica_started_later_hides_what_is_hidden(deployment: Deployment):

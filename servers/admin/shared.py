@@ -22,7 +22,7 @@ import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -106,7 +106,7 @@ class Changes(Protocol):
 
     async def reloaded(self) -> str: ...
 
-    def lifespan(self) -> AsyncIterator[None]:
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
         """Keep following the other processes' changes while the gateway runs."""
 
 
