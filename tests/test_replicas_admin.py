@@ -291,6 +291,32 @@ async def test_a_process_that_lost_its_subscription_catches_up_from_redis(
     store.close()
 
 
+async def test_garbage_on_the_channel_is_ignored_and_changes_still_arrive(
+    deployment: Deployment,
+):
+    channel = f"{deployment.env['GATEWAY_PIPELINES__TASKS_NAME']}:gateway:admin:changes"
+    store = redis.Redis.from_url(deployment.redis.url)
+    hide = {"origin": "elsewhere", "action": "hide", "component": "sql_explain"}
+    for garbage in (
+        b"not json",
+        b"x" * 100_000,
+        json.dumps({**hide, "kind": "nonsense", "key": "tool:sql_explain@"}),
+        json.dumps({"origin": "elsewhere", "action": "reload", "generation": "many"}),
+    ):
+        assert store.publish(channel, garbage) >= 3  # A's two workers and B got it
+    store.close()
+    a, b = (mcp(url) for url in deployment.replicas)
+    async with (
+        Client(a, auth=TOKEN, timeout=60) as on_a,
+        Client(b, auth=TOKEN, timeout=60) as on_b,
+    ):
+        assert "sql_explain" in await listed(on_b)
+        await set_enabled(on_a, "sql_explain", False)
+        await poll(listing(on_b, "sql_explain", False), "hidden on B after the garbage")
+        await set_enabled(on_a, "sql_explain", True)
+        await poll(listing(on_b, "sql_explain", True), "shown on B after the garbage")
+
+
 async def test_with_redis_down_a_change_applies_here_says_so_and_redis_wins_when_back(
     deployment: Deployment,
 ):

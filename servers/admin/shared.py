@@ -49,6 +49,7 @@ NOT_SENT = (
 )
 RETRY_S = 1.0  # between attempts to subscribe again while Redis is away
 CALL_BOUND_S = 5.0  # a tool call waits this long at most for Redis
+KINDS = ("tools", "resources", "prompts")  # the lists a change can touch
 MAX_MESSAGE_BYTES = 64_000  # a change is a few hundred bytes; anything larger is dropped
 
 Announce = Callable[[set[str]], Awaitable[None]]
@@ -127,14 +128,20 @@ class ThisProcess:
         yield
 
 
+def spot_of(data: dict) -> Spot:
+    """The spot a change or hidden entry names; ValueError when it is not one of ours."""
+    if data["kind"] not in KINDS:
+        raise ValueError("not a list kind")
+    return Spot(data["kind"], str(data["key"]))
+
+
 def parse_spots(entries: dict[bytes, bytes]) -> dict[str, Spot]:
     """The hidden set as kept in Redis; entries that are not ours are left out."""
     wanted = {}
     for name, value in entries.items():
         try:
-            data = json.loads(value)
-            wanted[name.decode()] = Spot(str(data["kind"]), str(data["key"]))
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            wanted[name.decode()] = spot_of(json.loads(value))
+        except (ValueError, KeyError, TypeError):
             logger.warning("shared admin state: a malformed hidden entry was ignored")
     return wanted
 
@@ -197,7 +204,7 @@ class RedisChanges:
         generation = int(done[0])
         self.generation = max(self.generation or 0, generation)
         message = self._message("reload", generation=generation)
-        done = await self._send(lambda pipe: pipe.publish(self.channel, message))
+        await self._send(lambda pipe: pipe.publish(self.channel, message))
         # Published or not, the counter moved: the others catch up when they next subscribe.
         return SENT
 
@@ -231,7 +238,7 @@ class RedisChanges:
                 return
             action = change["action"]
             if action == "hide":
-                spot = Spot(str(change["kind"]), str(change["key"]))
+                spot = spot_of(change)
                 kinds = (
                     {spot.kind} if self.visibility.hide(str(change["component"]), spot) else set()
                 )
