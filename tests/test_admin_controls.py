@@ -10,6 +10,7 @@ from fastmcp.utilities.tests import asgi_server
 from mcp.types import ElicitResult
 
 from gateway import create_gateway
+from servers.admin.shared import THIS_PROCESS
 from servers.gateway.auth import new_token
 from servers.settings import GatewaySettings
 from tests.conftest import wait_for_backend
@@ -49,6 +50,18 @@ async def test_a_hidden_tool_is_neither_listed_nor_callable_until_shown_again(hi
         )
         assert shown.structured_content["hidden"] == []
         assert "sql_explain" in await names(client)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_without_redis_a_change_says_it_applies_to_this_process_only(hideable, mode):
+    async with Client(hideable, mode=mode) as client:
+        args = {"component": "sql_explain", "enabled": False, "confirm": True}
+        hidden = await client.call_tool("admin_set_enabled", args)
+        shown = await client.call_tool("admin_set_enabled", {**args, "enabled": True})
+        reloaded = await client.call_tool("admin_reload", {"confirm": True})
+    for answer in (hidden, shown, reloaded):
+        assert answer.structured_content["deployment"] == THIS_PROCESS
+    assert "this process only" in THIS_PROCESS and "redis://" not in THIS_PROCESS
 
 
 async def test_other_connected_legacy_clients_are_told_the_tool_list_changed(hideable):
@@ -148,6 +161,7 @@ async def test_reload_applies_new_tokens_and_limits_and_names_what_needs_a_resta
         assert reloaded.structured_content == {
             "applied": ["auth (2 static tokens)", "limits"],
             "needs_restart": ["sql.max_rows"],
+            "deployment": THIS_PROCESS,
         }
         async with server.client(auth=tokens["fresh"]) as fresh:
             assert {t.name.split("_")[0] for t in await fresh.list_tools()} == {"sql"}

@@ -13,6 +13,7 @@ from fastmcp.utilities.tests import asgi_server
 from gateway import create_gateway
 from pipelines import Pipeline, registry
 from pipelines import route_profile as route_profile_module
+from servers.admin.shared import THIS_PROCESS
 from servers.gateway.auth import new_token
 from servers.sample_data import ensure_sample_database
 from servers.settings import GatewaySettings
@@ -68,7 +69,10 @@ async def tool_names(client: Client) -> set[str]:
 
 
 async def reload(client: Client) -> dict:
-    return (await client.call_tool("admin_reload", {"confirm": True})).structured_content
+    """The answer of admin_reload, after checking it says it reached this process only."""
+    answer = (await client.call_tool("admin_reload", {"confirm": True})).structured_content
+    assert answer.pop("deployment") == THIS_PROCESS  # no Redis here
+    return answer
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

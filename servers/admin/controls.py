@@ -27,6 +27,7 @@ from mcp.types import (
 )
 from pydantic import ValidationError
 
+from servers.admin.shared import Following, Spot, Visibility, changes_for
 from servers.backends.provider import BackendsProvider
 from servers.conventions import describe_errors, stateless_era
 from servers.pipelines.server import PipelinesControl
@@ -129,22 +130,33 @@ def install_admin_controls(
 ) -> None:
     """Add set_enabled, reload, cancel_run and clear_caches to the admin server, acting on the
     whole gateway (``sql`` and ``pipelines``: whose caches clear_caches deletes)."""
-    disabled: dict[str, tuple[str, str]] = {}  # component -> (list kind, fastmcp key)
+    visibility = Visibility(gateway)
 
-    async def find(component: str) -> tuple[str, str] | None:
+    async def reload_here() -> set[str]:
+        return (await runtime.reload())[1]
+
+    changes = changes_for(runtime.settings, visibility, reload_here, backends.notifier.announce)
+    gateway.add_provider(Following(changes))  # follows the other processes' changes, if any
+
+    async def find(component: str) -> Spot | None:
         if "://" in component:
             resource = await gateway.get_resource(component)
             if resource is not None and str(resource.uri) == component:
-                return "resources", resource.key
+                return Spot("resources", resource.key)
             for template in await gateway.list_resource_templates(run_middleware=False):
                 if template.uri_template == component:
-                    return "resources", template.key
+                    return Spot("resources", template.key)
             return None
         tool = await gateway.get_tool(component)
         if tool is not None:
-            return "tools", tool.key
+            return Spot("tools", tool.key)
         prompt = await gateway.get_prompt(component)
-        return ("prompts", prompt.key) if prompt is not None else None
+        return Spot("prompts", prompt.key) if prompt is not None else None
+
+    async def tell(kinds: set[str], ctx: Context) -> None:
+        await backends.notifier.announce(kinds)
+        for kind in sorted(kinds):
+            await ctx.send_notification(NOTIFICATIONS[kind]())
 
     @admin.tool(annotations=ToolAnnotations(destructiveHint=True, openWorldHint=False))
     async def set_enabled(
@@ -154,19 +166,19 @@ def install_admin_controls(
         ctx: Context = None,  # type: ignore[assignment]
     ) -> dict | InputRequiredResult:
         """Hide a tool, resource or prompt from every client (not listed, not callable), or
-        show it again. Asks for confirmation."""
+        show it again; with Redis on every replica, else in this process only (`deployment`
+        says which). Asks for confirmation."""
         if component.startswith(("admin_", "admin://")):
             raise ToolError("Admin components cannot be hidden: that would lock the admin out.")
         if enabled:
-            if component not in disabled:
-                raise ToolError(
-                    f"{component!r} is not hidden; hidden now: {sorted(disabled) or 'none'}."
-                )
-            kind, key = disabled.pop(component)
-            gateway.enable(keys={key})
+            spot = visibility.show(component)
+            if spot is None:
+                hidden = sorted(visibility.hidden) or "none"
+                raise ToolError(f"{component!r} is not hidden; hidden now: {hidden}.")
+            reach = await changes.shown(component)
         else:
-            found = await find(component)
-            if found is None:
+            spot = visibility.hidden.get(component) or await find(component)
+            if spot is None:
                 raise ToolError(
                     f"No tool, prompt, resource or template {component!r} is offered now. "
                     "Names are as clients see them, e.g. 'sql_query' or 'sql://sql/tables'."
@@ -176,12 +188,11 @@ def install_admin_controls(
             )
             if ask is not None:
                 return ask
-            kind, key = found
-            disabled[component] = found
-            gateway.disable(keys={key})
-        await backends.notifier.announce({kind})
-        await ctx.send_notification(NOTIFICATIONS[kind]())
-        return {"component": component, "enabled": enabled, "hidden": sorted(disabled)}
+            visibility.hide(component, spot)  # again when hidden already: sent again
+            reach = await changes.hidden(component, spot)
+        await tell({spot.kind}, ctx)
+        hidden = sorted(visibility.hidden)
+        return {"component": component, "enabled": enabled, "hidden": hidden, "deployment": reach}
 
     @admin.tool(annotations=ToolAnnotations(destructiveHint=True, openWorldHint=False))
     async def reload(
@@ -189,17 +200,16 @@ def install_admin_controls(
         ctx: Context = None,  # type: ignore[assignment]
     ) -> dict | InputRequiredResult:
         """Apply the configuration again without a restart (tokens, scopes, limits, canned
-        queries, backends); returns what was applied and what needs a restart. An invalid
-        config is refused whole. Asks for confirmation."""
+        queries, backends); returns what was applied, what needs a restart, and whether the
+        other replicas reload too (`deployment`). An invalid config is refused whole. Asks for
+        confirmation."""
         ask = await confirmation(ctx, "Reload the gateway's configuration?", confirm)
         if ask is not None:
             return ask
         answer, kinds = await runtime.reload()
         if kinds:
-            await backends.notifier.announce(kinds)
-            for kind in sorted(kinds):
-                await ctx.send_notification(NOTIFICATIONS[kind]())
-        return answer
+            await tell(kinds, ctx)
+        return {**answer, "deployment": await changes.reloaded()}
 
     @admin.tool(annotations=ToolAnnotations(destructiveHint=True, openWorldHint=False))
     async def cancel_run(
