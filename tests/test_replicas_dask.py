@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
+import yaml
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
@@ -29,8 +30,8 @@ from tests.writers import make_database
 
 pytestmark = pytest.mark.slow
 
-DASK = Path(sys.executable).with_name("dask")  # the environment's own CLI (.venv/bin/dask)
-PRELOAD = PROJECT_ROOT / "servers" / "pipelines" / "dask_preload.py"
+COMPOSE = PROJECT_ROOT / "docker-compose.yml"
+IMAGE_ROOT = "/app/"  # the project in the image (Dockerfile's WORKDIR)
 SAMPLE_INPUTS = {"start_date": "2013-03-01", "end_date": "2013-05-31", "origin": "EWR"}
 
 # A pipeline whose middle node waits for a file the test writes: while it waits, exactly one
@@ -76,19 +77,28 @@ def documented_environment(**settings: str) -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **settings}
 
 
+def compose_command(service: str, address: str) -> list[str]:
+    """docker-compose.yml's command of a dask service, for this checkout: the image's /app is
+    the project root, the scheduler is at address, and every port is a free loopback one."""
+    command = yaml.safe_load(COMPOSE.read_text())["services"][service]["command"]
+    args = [
+        arg.replace(IMAGE_ROOT, f"{PROJECT_ROOT}/").replace("tcp://dask-scheduler:8786", address)
+        for arg in command
+    ]
+    args[args.index("--dashboard-address") + 1] = f"127.0.0.1:{free_port()}"
+    if "--port" in args:
+        args[args.index("--port") + 1] = address.rsplit(":", 1)[1]
+    return [*args, "--host", "127.0.0.1"]
+
+
 @contextmanager
 def dask_process(args: list[str], cwd: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """`dask <args> --preload <the gateway's preload>`, run from cwd, stopped at the end; its
-    output goes to a log file (``process.log``)."""
-    log = cwd / f"{args[0]}-{time.monotonic_ns()}.log"
+    """`dask ...` (args, from docker-compose.yml) run from cwd, stopped at the end; its output
+    goes to a log file (``process.log``)."""
+    assert Path(args[0]) == Path(sys.executable).with_name("dask")  # this environment's CLI
+    log = cwd / f"{args[1]}-{time.monotonic_ns()}.log"
     with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [str(DASK), *args, "--no-dashboard", "--preload", str(PRELOAD)],
-            cwd=cwd,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(args, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT)
     process.log = log
     try:
         yield process
@@ -158,11 +168,9 @@ def cluster(own) -> Iterator[str]:
     """A scheduler and one worker (two threads), as documented; their address."""
     address = f"tcp://127.0.0.1:{free_port()}"
     env = documented_environment(GATEWAY_PIPELINES__PATHS=f'["{own["folder"]}"]')
-    port = address.rsplit(":", 1)[1]
-    scheduler_args = ["scheduler", "--host", "127.0.0.1", "--port", port]
-    worker_args = ["worker", address, "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "2"]
+    worker_args = [*compose_command("dask-worker", address), "--nthreads", "2"]
     with (
-        dask_process(scheduler_args, own["cwd"], env) as scheduler,
+        dask_process(compose_command("dask-scheduler", address), own["cwd"], env) as scheduler,
         dask_process(worker_args, own["cwd"], env) as worker,
     ):
         wait_for_workers(address, 1, [scheduler, worker])
@@ -311,19 +319,18 @@ async def test_a_cluster_without_a_worker_fails_the_run_with_what_to_start(own, 
     """No worker from the start, then a worker lost in the middle of a run: both runs fail
     with the reason well before their timeout (300 s), and a worker that comes runs them."""
     address = f"tcp://127.0.0.1:{free_port()}"
-    port = address.rsplit(":", 1)[1]
     env = documented_environment(GATEWAY_PIPELINES__PATHS=f'["{own["folder"]}"]')
     overrides = {name: {"engine": "dask"} for name in ("order_totals", "gated")}
     settings = own_settings(own, address, dask_wait_s=5, overrides=overrides, concurrency=1)
     reason = f"the Dask cluster at {address} has no workers; start one with `dask worker {address}`"
-    worker_args = ["worker", address, "--host", "127.0.0.1", "--nworkers", "1"]
-    with dask_process(["scheduler", "--host", "127.0.0.1", "--port", port], own["cwd"], env) as s:
+    scheduler_args = compose_command("dask-scheduler", address)
+    with dask_process(scheduler_args, own["cwd"], env) as s:
         wait_for_workers(address, 0, [s])
         async with Client(create_gateway(settings)) as client:
             with anyio.fail_after(240), pytest.raises(ToolError) as raised:
                 await client.call_tool("pipelines_run_order_totals", {"minimum": 30})
             assert reason in str(raised.value)
-            with dask_process(worker_args, own["cwd"], env) as worker:
+            with dask_process(compose_command("dask-worker", address), own["cwd"], env) as worker:
                 wait_for_workers(address, 1, [s, worker])
                 ran = await client.call_tool("pipelines_run_order_totals", {"minimum": 30})
                 assert ran.structured_content["outputs"]["totals"]["rows"] == [[3, 120]]
@@ -343,3 +350,25 @@ async def _run_gated(client: Client, folder: Path, failed: dict[str, ToolError])
         await client.call_tool("pipelines_run_gated", {"folder": str(folder)})
     except ToolError as exc:
         failed["error"] = exc
+
+
+def test_the_compose_dask_services_run_the_gateway_image_with_its_preload_data_and_settings():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    scheduler, worker = services["dask-scheduler"], services["dask-worker"]
+    preload = f"{IMAGE_ROOT}servers/pipelines/dask_preload.py"
+    assert (PROJECT_ROOT / preload.removeprefix(IMAGE_ROOT)).is_file()
+    for spec in (scheduler, worker):
+        command = spec["command"]
+        assert spec["image"] == services["gateway"]["image"]
+        assert spec["profiles"] == ["dask"]  # optional: `docker compose --profile dask up`
+        assert command[0] == f"{IMAGE_ROOT}.venv/bin/dask"
+        assert command[command.index("--preload") + 1] == preload
+        assert spec["env_file"] == ".env"  # the gateway's settings, GATEWAY_PIPELINES__PATHS too
+        config = services["task-worker"]["environment"]["GATEWAY_CONFIG"]
+        assert spec["environment"]["GATEWAY_CONFIG"] == config
+        dashboard = command[command.index("--dashboard-address") + 1]
+        assert f"http://127.0.0.1{dashboard}/health" in spec["healthcheck"]["test"][-1]
+    port = scheduler["command"][scheduler["command"].index("--port") + 1]
+    assert worker["command"][1:3] == ["worker", f"tcp://dask-scheduler:{port}"]
+    # Nodes open the database at the gateway's path and spill under its data directory.
+    assert set(services["gateway"]["volumes"]) <= set(worker["volumes"])
