@@ -233,8 +233,11 @@ def _dask_adapter(settings: PipelineSettings, on_node_done: Callable[[str], None
                 for future in sorted(done, key=lambda f: names.get(f.key, (len(names), ""))):
                     if future.status == "error":
                         future.result()  # raises the node's own exception
-                    if on_node_done is not None and future.key in names:
-                        on_node_done(names[future.key][1])
+                    if future.key in names:
+                        if on_node_done is not None:
+                            on_node_done(names[future.key][1])
+                        # Reported: the cluster keeps its value only while a node still needs it.
+                        future.release()
                 if done or client.scheduler_info(n_workers=1)["workers"]:
                     alone_since = None
                 elif alone_since is None:
