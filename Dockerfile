@@ -1,5 +1,6 @@
-# The gateway image: the gateway, the demo backend and the pipeline task worker all run from it
-# (see docker-compose.yml). Runs as a non-root user; the database is read-only (the sample one
+# The gateway image: the gateway, the demo backend, the pipeline task worker and the optional
+# Dask scheduler and workers (/app/.venv/bin/dask with --preload
+# /app/servers/pipelines/dask_preload.py) all run from it (see docker-compose.yml). Runs as a non-root user; the database is read-only (the sample one
 # is built into the image, your own is mounted read-only at /srv/data); everything the gateway
 # writes (scratch, stored results, pipeline outputs and cache, audit log) goes to
 # GATEWAY_DATA_DIR, a separate volume. No secret is in the image: they come from .env.

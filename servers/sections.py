@@ -225,6 +225,12 @@ class PipelineSettings(_Section):
         description="Sample pipelines served; unset: all of them with the sample database, "
         "none with your own.",
     )
+    dask_wait_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a dask-engine run waits for the Dask scheduler to answer, and for "
+        "a worker when the cluster has none; then it fails saying what to start.",
+    )
 
 
 class BackendConfig(_Section):

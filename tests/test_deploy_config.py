@@ -16,7 +16,7 @@ from tests.test_docs import environment_names
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 NGINX_CONF = PROJECT_ROOT / "deploy" / "nginx.conf"
-SERVICES = {"nginx", "gateway", "task-worker", "demo", "redis"}
+SERVICES = {"nginx", "gateway", "task-worker", "demo", "redis", "dask-scheduler", "dask-worker"}
 
 
 def compose() -> dict:

@@ -11,9 +11,10 @@ settings only.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,23 +136,32 @@ def _threads_adapters(workers: int) -> list:
 _dask_client = None
 
 
-def _dask_adapter(settings: PipelineSettings):
-    """Hamilton's DaskGraphAdapter on this process's Dask client: the configured scheduler, or
-    a local cluster of worker processes started on first use and kept for later runs."""
+class ClusterUnavailable(ValueError):
+    """The Dask cluster cannot run the nodes (no scheduler, or no worker); the message says
+    what to start."""
+
+
+def _without_credentials(address: str) -> str:
+    return re.sub(r"://[^/@]*@", "://", address)
+
+
+def _dask_client_for(settings: PipelineSettings):
+    """This process's Dask client: the configured scheduler (reached within dask_wait_s), or a
+    local cluster of worker processes started on first use; both kept for later runs."""
     global _dask_client
     from dask.distributed import Client, LocalCluster
-    from hamilton.plugins.h_dask import DaskGraphAdapter
-
-    class Adapter(DaskGraphAdapter):
-        @staticmethod
-        def check_input_type(node_type: type, input_value: Any) -> bool:
-            return _accepts_shared_database(node_type, input_value) or (
-                DaskGraphAdapter.check_input_type(node_type, input_value)
-            )
 
     if _dask_client is None:
         if settings.dask_scheduler:
-            _dask_client = Client(settings.dask_scheduler, timeout=30)
+            try:
+                _dask_client = Client(settings.dask_scheduler, timeout=settings.dask_wait_s)
+            except (OSError, TimeoutError):
+                address = _without_credentials(settings.dask_scheduler)
+                raise ClusterUnavailable(
+                    f"the Dask scheduler at {address} cannot be reached; start it with "
+                    "`dask scheduler` (see docs/deployment.md) or check "
+                    "GATEWAY_PIPELINES__DASK_SCHEDULER"
+                ) from None
         else:
             cluster = LocalCluster(
                 n_workers=settings.engine_workers,
@@ -160,7 +170,83 @@ def _dask_adapter(settings: PipelineSettings):
                 dashboard_address=None,
             )
             _dask_client = Client(cluster)
-    return Adapter(_dask_client, result_builder=base.DictResult())
+    return _dask_client
+
+
+def _dask_adapter(settings: PipelineSettings, on_node_done: Callable[[str], None] | None):
+    """Hamilton's DaskGraphAdapter on this process's Dask client, computing every node as its
+    own future: on_node_done(node) is called as each node finishes on the cluster (Hamilton's
+    node hooks run while the graph is only being built), and a cluster without a worker for
+    dask_wait_s fails the run with that reason instead of waiting for its timeout."""
+    from dask import delayed
+    from dask.distributed import TimeoutError as DaskTimeout
+    from dask.distributed import wait
+    from hamilton.plugins.h_dask import DaskGraphAdapter
+
+    def no_workers() -> ClusterUnavailable:
+        address = _without_credentials(settings.dask_scheduler or client.scheduler.address)
+        return ClusterUnavailable(
+            f"the Dask cluster at {address} has no workers; start one with `dask worker {address}`"
+        )
+
+    class Adapter(DaskGraphAdapter):
+        def __init__(self) -> None:
+            super().__init__(client, result_builder=base.DictResult())
+            self.nodes: list[tuple[Any, str]] = []  # (task, node) of the run being built
+
+        @staticmethod
+        def check_input_type(node_type: type, input_value: Any) -> bool:
+            return _accepts_shared_database(node_type, input_value) or (
+                DaskGraphAdapter.check_input_type(node_type, input_value)
+            )
+
+        def execute_node(self, node, kwargs: dict[str, Any]) -> Any:
+            task = super().execute_node(node, kwargs)
+            self.nodes.append((task, node.name))
+            return task
+
+        def build_result(self, **outputs: Any) -> Any:
+            nodes, self.nodes = self.nodes, []
+            try:
+                client.wait_for_workers(1, timeout=settings.dask_wait_s)
+            except (DaskTimeout, TimeoutError):
+                raise no_workers() from None
+            result = delayed(self.result_builder.build_result)(**outputs)
+            futures = client.compute([*(task for task, _ in nodes), result], optimize_graph=False)
+            # Hamilton built the nodes in dependency order: report a batch in that order.
+            names = {task.key: (index, name) for index, (task, name) in enumerate(nodes)}
+            try:
+                self.follow(futures, names)
+                return futures[-1].result()
+            finally:
+                client.cancel(futures)
+
+        def follow(self, futures: list, names: dict[str, tuple[int, str]]) -> None:
+            """Report each node as it finishes; fail when no worker is left for dask_wait_s."""
+            pending = set(futures)
+            alone_since = None
+            while pending:
+                try:
+                    done, pending = wait(pending, timeout=1, return_when="FIRST_COMPLETED")
+                except (DaskTimeout, TimeoutError):
+                    done = set()
+                for future in sorted(done, key=lambda f: names.get(f.key, (len(names), ""))):
+                    if future.status == "error":
+                        future.result()  # raises the node's own exception
+                    if future.key in names:
+                        if on_node_done is not None:
+                            on_node_done(names[future.key][1])
+                        # Reported: the cluster keeps its value only while a node still needs it.
+                        future.release()
+                if done or client.scheduler_info(n_workers=1)["workers"]:
+                    alone_since = None
+                elif alone_since is None:
+                    alone_since = time.monotonic()
+                elif time.monotonic() - alone_since > settings.dask_wait_s:
+                    raise no_workers()
+
+    client = _dask_client_for(settings)
+    return Adapter()
 
 
 def build_driver(
@@ -169,13 +255,15 @@ def build_driver(
     cache_dir: Path | None,
     settings: PipelineSettings,
     adapters: Sequence[lifecycle.api.LifecycleAdapter] = (),
+    on_node_done: Callable[[str], None] | None = None,
 ) -> driver.Driver:
-    """The Hamilton driver for module on engine, with caching when cache_dir is given."""
+    """The Hamilton driver for module on engine, with caching when cache_dir is given; on the
+    dask engine on_node_done(node) is called as each node finishes on the cluster."""
     builder = driver.Builder().with_modules(module)
     if engine == "threads":
         builder = builder.with_adapters(*_threads_adapters(settings.engine_workers))
     elif engine == "dask":
-        builder = builder.with_adapters(_dask_adapter(settings))
+        builder = builder.with_adapters(_dask_adapter(settings, on_node_done))
     if adapters:
         builder = builder.with_adapters(*adapters)
     if cache_dir is not None:

@@ -85,10 +85,15 @@ class RunFailed(Exception):
 
 
 class ProgressReporter(GraphExecutionHook, NodeExecutionHook):
-    """Hamilton lifecycle adapter: sends (done, total, node) to the server as nodes finish."""
+    """Hamilton lifecycle adapter: sends (done, total, node) to the server as nodes finish.
 
-    def __init__(self, send):
+    On the dask engine Hamilton's node hooks run while the Dask graph is being built, before
+    any node ran: there the engine calls ``finished`` as each node's future completes, and the
+    hook counts nothing (``from_hooks`` False)."""
+
+    def __init__(self, send, from_hooks: bool = True):
         self._send = send
+        self._from_hooks = from_hooks
         self._lock = threading.Lock()
         self._done = 0
         self._total = 0
@@ -98,11 +103,14 @@ class ProgressReporter(GraphExecutionHook, NodeExecutionHook):
             self._done = 0
             self._total = len([name for name in execution_path if name not in inputs])
 
+    def finished(self, node_name: str) -> None:
+        with self._lock:
+            self._done += 1
+            self._send(("progress", self._done, max(self._total, self._done), node_name))
+
     def run_after_node_execution(self, *, node_name: str, success: bool, **_: Any) -> None:
-        if success:
-            with self._lock:
-                self._done += 1
-                self._send(("progress", self._done, self._total, node_name))
+        if success and self._from_hooks:
+            self.finished(node_name)
 
     def run_before_node_execution(self, **_: Any) -> None:
         pass
@@ -116,7 +124,7 @@ class Worker:
 
     def __init__(self, spec: WorkerSpec, send):
         self.spec = spec
-        self.reporter = ProgressReporter(send)
+        self.send = send
         self.drivers: dict[str, driver.Driver] = {}
 
     def driver(self, name: str) -> driver.Driver:
@@ -126,17 +134,20 @@ class Worker:
             if plan.cache:
                 cache = cache_directory(self.spec.cache_dir, name, self.spec.database)
             module = importlib.import_module(plan.module)
+            reporter = ProgressReporter(self.send, from_hooks=plan.engine != "dask")
             self.drivers[name] = build_driver(
-                module, plan.engine, cache, self.spec.settings, [self.reporter]
+                module, plan.engine, cache, self.spec.settings, [reporter], reporter.finished
             )
         return self.drivers[name]
 
     def run(self, job: Job) -> dict[str, Any]:
         plan = self.spec.plans[job.pipeline]
-        dr = self.driver(job.pipeline)
         try:
+            # ValueError: a Dask cluster that cannot be reached (ClusterUnavailable); a writer
+            # held the database past lock_wait_s, or it is missing.
+            dr = self.driver(job.pipeline)
             db = database_for(plan.engine, self.spec.database, self.spec.sql, self.spec.scratch_dir)
-        except ValueError as exc:  # a writer held the file past lock_wait_s, or it is missing
+        except ValueError as exc:
             raise RunFailed(str(exc)) from None
         try:
             results = dr.execute(job.outputs, inputs={**job.inputs, "db": db})
