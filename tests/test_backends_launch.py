@@ -13,18 +13,32 @@ from tests.backend_helpers import alive, stdio_backend
 
 
 def backend_children() -> list[psutil.Process]:
-    return [
-        child
-        for child in psutil.Process().children(recursive=True)
-        if "tests.backend_server" in " ".join(child.cmdline())
-    ]
+    children = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "tests.backend_server" in " ".join(child.cmdline()):
+                children.append(child)
+        except psutil.Error:  # gone meanwhile
+            pass
+    return children
+
+
+async def the_backend_child() -> psutil.Process:
+    """The one backend process, once it shows (its command line is readable once it runs)."""
+    for _ in range(1200):  # up to about a minute
+        if children := backend_children():
+            [child] = children
+            return child
+        await anyio.sleep(0.05)
+    seen = [(c.pid, c.status()) for c in psutil.Process().children(recursive=True)]
+    raise AssertionError(f"no backend process among this process's children: {seen}")
 
 
 async def test_the_process_started_early_is_the_one_the_backend_uses(data_dir):
     settings = GatewaySettings.load(data_dir=data_dir, mcpServers={"proc": stdio_backend()})
     await launch.start_early(settings.backends)
     try:
-        [early] = backend_children()  # started before the gateway is even composed
+        early = await the_backend_child()  # started before the gateway is even composed
         gateway = create_gateway(settings)
         async with Client(gateway, timeout=60) as client:
             assert (await client.call_tool("proc_pid", {})).data == early.pid
@@ -38,7 +52,7 @@ async def test_the_process_started_early_is_the_one_the_backend_uses(data_dir):
 async def test_processes_no_backend_took_are_stopped():
     settings = GatewaySettings.load(mcpServers={"proc": stdio_backend()})
     await launch.start_early(settings.backends)
-    [early] = backend_children()
+    early = await the_backend_child()
     await launch.discard_early()
     with anyio.fail_after(60):
         while alive(early.pid):
