@@ -177,6 +177,12 @@ class PipelineSettings(_Section):
     """Hamilton pipelines from the registry in pipelines/."""
 
     run_timeout_s: float = Field(60.0, gt=0, description="Longest a pipeline run may take.")
+    validation_wait_s: float = Field(
+        300.0,
+        gt=0,
+        description="Longest a run waits, before it starts, for the pipelines' validation at "
+        "start-up (a niced subprocess: slow on a busy machine).",
+    )
     worker_nice: int = Field(
         10,
         ge=0,

@@ -85,6 +85,22 @@ async def test_a_folder_outside_the_repository_is_served_and_runs(own, mode):
     assert ran.structured_content["outputs"]["totals"]["rows"] == [[3, 120]]
 
 
+async def test_a_run_waits_for_validation_within_its_own_budget_then_says_try_again(own):
+    # A folder of its own: validated afresh (verdicts are reused only for the same files).
+    async with Client(create_gateway(_settings(own, validation_wait_s=0.01))) as client:
+        with pytest.raises(ToolError, match=r"still being validated after 0.01 s .*try again"):
+            await client.call_tool("pipelines_run_order_totals", {"minimum": 30})
+        with anyio.fail_after(300):  # it runs once validation has answered
+            while True:
+                try:
+                    ran = await client.call_tool("pipelines_run_order_totals", {"minimum": 30})
+                    break
+                except ToolError as exc:
+                    assert "still being validated" in str(exc)
+                    await anyio.sleep(0.2)
+    assert ran.structured_content["outputs"]["totals"]["rows"] == [[3, 120]]
+
+
 async def test_the_samples_are_served_with_the_sample_database_or_when_named(own, data_dir):
     with_sample = GatewaySettings.load(data_dir=data_dir, mcpServers={})
     named = _settings(own, sample_pipelines=["carrier_delays"])

@@ -69,18 +69,21 @@ class Runner:
         return [dict(entry) for entry in self._active.values()]
 
     async def validated(self) -> None:
-        """Wait (within the run timeout) until every pipeline was validated, so that a broken
+        """Wait (within validation_wait_s) until every pipeline was validated, so that a broken
         one is refused with its problem before anything of it runs."""
-        timeout = self.settings.pipelines.run_timeout_s
+        timeout = self.settings.pipelines.validation_wait_s
         waiting = self.validation and not self.validation.done.is_set()
         if waiting and not await anyio.to_thread.run_sync(self.validation.wait, timeout):
-            raise ToolError(f"Pipelines are still being validated after {timeout:g} s.")
+            raise ToolError(
+                f"Pipelines are still being validated after {timeout:g} s (the machine is "
+                "busy); try again in a minute."
+            )
 
     def get(self, name: str) -> LoadedPipeline:
         if self.validation and not self.validation.done.is_set():
             # Only the sync tools (describe, dag: run in threads) get here before validation
             # answered; the async ones await validated() first. Waiting keeps Hamilton out.
-            self.validation.wait(self.settings.pipelines.run_timeout_s)
+            self.validation.wait(self.settings.pipelines.validation_wait_s)
         if self.validation and name in self.validation.problems:
             raise ToolError(
                 f"Pipeline {name!r} is withdrawn: {self.validation.problems[name]}. Use "
