@@ -225,6 +225,11 @@ class PipelineSettings(_Section):
         description="Sample pipelines served; unset: all of them with the sample database, "
         "none with your own.",
     )
+    tasks_in_gateway: bool = Field(
+        True,
+        description="Gateway processes take background runs too; false: with a redis:// queue "
+        "only task workers run them (the gateway queues and reports).",
+    )
 
 
 class BackendConfig(_Section):

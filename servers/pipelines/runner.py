@@ -22,6 +22,7 @@ from servers.pipelines.registry import (
     check_call,
     shape_output,
 )
+from servers.pipelines.tasks import begin_attempt
 from servers.pipelines.validation import Validation
 from servers.pipelines.worker import Job, PipelinePlan, RunFailed, WorkerSpec
 from servers.settings import GatewaySettings
@@ -130,9 +131,13 @@ class Runner:
             "state": "waiting",
             "worker_pid": None,
         }
+        report = Reporter(ctx, name, entry)
         if ctx is not None and ctx.is_background_task:
             entry["run_id"] = ctx.task_id
-        report = Reporter(ctx, name, entry)
+            # A run whose worker stopped comes again: the retry says so, a third start fails.
+            report.note = await begin_attempt()
+            if report.note:
+                await ctx.report_progress(0, None, f"{name}: {report.note}")
         timeout = self.timeout_s(pipeline)
         started = time.perf_counter()
         await report.log(f"Running pipeline {name} for {', '.join(chosen)}.")
@@ -181,6 +186,7 @@ class Reporter:
         self.ctx = ctx
         self.pipeline = pipeline
         self.entry = entry if entry is not None else {}
+        self.note = ""  # a background run's retry says so in its progress
 
     def on_worker(self, pid: int) -> None:
         self.entry.update(state="running", worker_pid=pid)
@@ -189,6 +195,8 @@ class Reporter:
         self.entry["progress"] = f"{done}/{total} nodes done, last {node}"
         if self.ctx is not None:
             message = f"{self.pipeline}: {done}/{total} nodes done, last {node}"
+            if self.note:
+                message = f"{self.pipeline} ({self.note}): {done}/{total} nodes done, last {node}"
             await self.ctx.report_progress(done, total, message)
 
     async def log(self, message: str) -> None:
