@@ -218,6 +218,8 @@ async def begin_attempt() -> str:
         execution = current_execution.get()
     except LookupError:  # not a docket run
         return ""
+    if execution.docket.url.startswith("memory://"):  # in-process: it dies with its gateway
+        return ""
     key = execution.docket.key(f"pipelines:attempts:{execution.key}")
     try:
         async with execution.docket.redis() as redis:
@@ -243,7 +245,7 @@ async def lost_worker_note(root: FastMCP, run_id: str) -> str | None:
     from fastmcp_tasks.keys import task_redis_prefix
 
     docket = root.docket
-    if docket is None:
+    if docket is None or docket.url.startswith("memory://"):  # in-process: its worker is here
         return None
     meta = docket.key(f"{task_redis_prefix(get_task_scope())}:{run_id}")
     window = docket.heartbeat_interval.total_seconds() * docket.missed_heartbeats
