@@ -110,6 +110,12 @@ class Runner:
 
         Tables are capped at the sql limits unless max_rows/max_bytes say otherwise (a chart
         asks for up to its points cap)."""
+        note = ""
+        if ctx is not None and ctx.is_background_task:
+            # A run whose worker stopped comes again: the retry says so, a third start fails.
+            note = await begin_attempt()
+            if note:
+                await ctx.report_progress(0, None, f"{name}: {note}")
         await self.validated()
         pipeline = self.get(name)
         try:
@@ -131,13 +137,9 @@ class Runner:
             "state": "waiting",
             "worker_pid": None,
         }
-        report = Reporter(ctx, name, entry)
         if ctx is not None and ctx.is_background_task:
             entry["run_id"] = ctx.task_id
-            # A run whose worker stopped comes again: the retry says so, a third start fails.
-            report.note = await begin_attempt()
-            if report.note:
-                await ctx.report_progress(0, None, f"{name}: {report.note}")
+        report = Reporter(ctx, name, entry, note)
         timeout = self.timeout_s(pipeline)
         started = time.perf_counter()
         await report.log(f"Running pipeline {name} for {', '.join(chosen)}.")
@@ -182,11 +184,17 @@ class Reporter:
     """Node-level progress (``ctx.report_progress``) and log lines to the client; in a
     background run, progress becomes the run's status message."""
 
-    def __init__(self, ctx: Context | None, pipeline: str, entry: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        ctx: Context | None,
+        pipeline: str,
+        entry: dict[str, Any] | None = None,
+        note: str = "",
+    ):
         self.ctx = ctx
         self.pipeline = pipeline
         self.entry = entry if entry is not None else {}
-        self.note = ""  # a background run's retry says so in its progress
+        self.note = note  # a background run's retry says so in its progress
 
     def on_worker(self, pid: int) -> None:
         self.entry.update(state="running", worker_pid=pid)
