@@ -229,10 +229,10 @@ async def begin_attempt() -> str:
         logger.warning("could not count the attempts of a background run: %s", type(exc).__name__)
         return ""
     if attempt > MAX_ATTEMPTS:
-        logger.warning("background run %s failed: its worker stopped %d times", key, attempt - 1)
+        logger.warning("a background run failed: its worker stopped %d times", attempt - 1)
         raise ToolError(STOPPED_TWICE)
     if attempt > 1:
-        logger.warning("background run %s: attempt %d after its worker stopped", key, attempt)
+        logger.warning("a background run is retried (attempt %d): its worker stopped", attempt)
         return f"retry after its worker stopped (attempt {attempt} of {MAX_ATTEMPTS})"
     return ""
 
