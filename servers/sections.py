@@ -237,6 +237,11 @@ class PipelineSettings(_Section):
         description="How long a dask-engine run waits for the Dask scheduler to answer, and for "
         "a worker when the cluster has none; then it fails saying what to start.",
     )
+    tasks_in_gateway: bool = Field(
+        True,
+        description="Gateway processes take background runs too; false: with a redis:// queue "
+        "only task workers run them (the gateway queues and reports).",
+    )
 
 
 class BackendConfig(_Section):

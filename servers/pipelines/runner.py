@@ -22,6 +22,7 @@ from servers.pipelines.registry import (
     check_call,
     shape_output,
 )
+from servers.pipelines.tasks import begin_attempt
 from servers.pipelines.validation import Validation
 from servers.pipelines.worker import Job, PipelinePlan, RunFailed, WorkerSpec
 from servers.settings import GatewaySettings
@@ -112,6 +113,12 @@ class Runner:
 
         Tables are capped at the sql limits unless max_rows/max_bytes say otherwise (a chart
         asks for up to its points cap)."""
+        note = ""
+        if ctx is not None and ctx.is_background_task:
+            # A run whose worker stopped comes again: the retry says so, a third start fails.
+            note = await begin_attempt()
+            if note:
+                await ctx.report_progress(0, None, f"{name}: {note}")
         await self.validated()
         pipeline = self.get(name)
         try:
@@ -135,7 +142,7 @@ class Runner:
         }
         if ctx is not None and ctx.is_background_task:
             entry["run_id"] = ctx.task_id
-        report = Reporter(ctx, name, entry)
+        report = Reporter(ctx, name, entry, note)
         timeout = self.timeout_s(pipeline)
         started = time.perf_counter()
         await report.log(f"Running pipeline {name} for {', '.join(chosen)}.")
@@ -180,10 +187,17 @@ class Reporter:
     """Node-level progress (``ctx.report_progress``) and log lines to the client; in a
     background run, progress becomes the run's status message."""
 
-    def __init__(self, ctx: Context | None, pipeline: str, entry: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        ctx: Context | None,
+        pipeline: str,
+        entry: dict[str, Any] | None = None,
+        note: str = "",
+    ):
         self.ctx = ctx
         self.pipeline = pipeline
         self.entry = entry if entry is not None else {}
+        self.note = note  # a background run's retry says so in its progress
 
     def on_worker(self, pid: int) -> None:
         self.entry.update(state="running", worker_pid=pid)
@@ -192,6 +206,8 @@ class Reporter:
         self.entry["progress"] = f"{done}/{total} nodes done, last {node}"
         if self.ctx is not None:
             message = f"{self.pipeline}: {done}/{total} nodes done, last {node}"
+            if self.note:
+                message = f"{self.pipeline} ({self.note}): {done}/{total} nodes done, last {node}"
             await self.ctx.report_progress(done, total, message)
 
     async def log(self, message: str) -> None:

@@ -46,6 +46,7 @@ from servers.pipelines.run_owners import RunOwners
 from servers.pipelines.runner import PipelineTool, Runner
 from servers.pipelines.tasks import (
     BACKGROUND,
+    lost_worker_note,
     on_queue,
     registered_task,
     run_status,
@@ -211,7 +212,12 @@ def build_server(
         run_id: Annotated[str, Field(description="From pipelines_start_run.")],
     ) -> dict:
         """A background run's status, progress, and result once completed."""
-        return run_status(await task_call(tasks, run_id, tasks_get))
+        status = run_status(await task_call(tasks, run_id, tasks_get))
+        if status["status"] == "working":  # its worker may be gone, the run not yet retried
+            note = await on_queue(lambda: lost_worker_note(tasks_root(tasks), run_id))
+            if note:
+                status["progress"] = note
+        return status
 
     @mcp.tool(
         annotations=ToolAnnotations(

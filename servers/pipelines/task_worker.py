@@ -28,7 +28,7 @@ def create_worker_server() -> FastMCP:
 
     config = os.environ.get("GATEWAY_CONFIG")
     settings = GatewaySettings.load(Path(config) if config else None)
-    tasks = tasks_extension(settings, namespace="pipelines")
+    tasks = tasks_extension(settings, namespace="pipelines", worker=True)
     root = FastMCP("gateway-pipeline-worker")
     root.add_extension(tasks)
     root.mount(create_server(settings, tasks=tasks), namespace="pipelines")

@@ -2,6 +2,7 @@
 what ``start_run``, ``get_run`` and ``cancel_run`` need of it."""
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,22 @@ QUEUE_DOWN = (
     "Background runs are unavailable: the queue cannot be reached. Try again in a moment, or "
     "use run_pipeline (it runs without the queue)."
 )
+# A run whose worker stopped (killed, lost) is delivered again, from the start, at most once.
+MAX_ATTEMPTS = 2
+WORKER_STOPPED = (
+    "its worker stopped while running it (killed or lost); running it again from the start "
+    f"on another worker (attempt 2 of {MAX_ATTEMPTS})"
+)
+WORKER_STOPPED_AGAIN = (
+    "its worker stopped again while running it; the run is marked failed as soon as a worker "
+    "takes it up"
+)
+STOPPED_TWICE = (
+    f"Background run failed: its worker stopped {MAX_ATTEMPTS} times while running it (killed "
+    "or lost, e.g. out of memory). Start it again with pipelines_start_run; if it keeps "
+    "happening, narrow its inputs or ask an operator to check the task workers."
+)
+ATTEMPTS_TTL_S = 24 * 3600
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -101,21 +118,27 @@ class PipelineTasks(TasksExtension):
             return await super().intercept_tool_call(params, context, call_next)
 
 
-def tasks_extension(settings: GatewaySettings, namespace: str | None = None) -> PipelineTasks:
+def tasks_extension(
+    settings: GatewaySettings, namespace: str | None = None, *, worker: bool = False
+) -> PipelineTasks:
     """The background-run queue from settings: in-process (memory://, private to this server)
     or Redis, shared by name with worker processes. ``namespace``: where the pipelines server
-    is mounted on the server the extension is added to."""
+    is mounted on the server the extension is added to. ``worker``: a task worker, which
+    takes runs whatever ``tasks_in_gateway`` says (a gateway on Redis takes none without it:
+    its queue's worker then has no slot, and only renews, schedules and reports)."""
     url = settings.pipelines.tasks_url.get_secret_value()
     name = settings.pipelines.tasks_name
+    takes_runs = worker or settings.pipelines.tasks_in_gateway
     if url.startswith("memory://"):
         name = f"{name}-{uuid.uuid4().hex[:8]}"
+        takes_runs = True  # nobody else could
     else:
         url = reconnecting(url)
     return PipelineTasks(
         namespace=namespace,
         url=url,
         name=name,
-        concurrency=settings.pipelines.tasks_concurrency,
+        concurrency=settings.pipelines.tasks_concurrency if takes_runs else 0,
         redelivery_timeout=timedelta(seconds=settings.pipelines.tasks_redelivery_s),
     )
 
@@ -182,3 +205,62 @@ def run_status(task: Any) -> dict[str, Any]:
         else:
             status["result"] = task.result.get("structuredContent")
     return status
+
+
+async def begin_attempt() -> str:
+    """Count this start of the current background run: a run whose worker stopped is
+    delivered again, from the start. Returns "" on the first attempt, the note its progress
+    carries on the retry; beyond MAX_ATTEMPTS the run fails (ToolError) instead. A queue
+    that cannot count (Redis down) lets the run go on as a first attempt."""
+    from docket.dependencies import current_execution
+
+    try:
+        execution = current_execution.get()
+    except LookupError:  # not a docket run
+        return ""
+    if execution.docket.url.startswith("memory://"):  # in-process: it dies with its gateway
+        return ""
+    key = execution.docket.key(f"pipelines:attempts:{execution.key}")
+    try:
+        async with execution.docket.redis() as redis:
+            attempt = int(await redis.incr(key))
+            await redis.expire(key, ATTEMPTS_TTL_S)
+    except (RedisError, OSError) as exc:
+        logger.warning("could not count the attempts of a background run: %s", type(exc).__name__)
+        return ""
+    if attempt > MAX_ATTEMPTS:
+        logger.warning("a background run failed: its worker stopped %d times", attempt - 1)
+        raise ToolError(STOPPED_TWICE)
+    if attempt > 1:
+        logger.warning("a background run is retried (attempt %d): its worker stopped", attempt)
+        return f"retry after its worker stopped (attempt {attempt} of {MAX_ATTEMPTS})"
+    return ""
+
+
+async def lost_worker_note(root: FastMCP, run_id: str) -> str | None:
+    """What a working run's status says while its worker is gone (it stopped sending
+    heartbeats) and the queue has not yet given the run to another: that it will be retried,
+    or failed. None while its worker lives, or when the queue cannot tell."""
+    from fastmcp_tasks.context import get_task_scope
+    from fastmcp_tasks.keys import task_redis_prefix
+
+    docket = root.docket
+    if docket is None or docket.url.startswith("memory://"):  # in-process: its worker is here
+        return None
+    meta = docket.key(f"{task_redis_prefix(get_task_scope())}:{run_id}")
+    window = docket.heartbeat_interval.total_seconds() * docket.missed_heartbeats
+    async with docket.redis() as redis:
+        task_key = await redis.get(meta)
+        if not task_key:
+            return None
+        task_key = task_key.decode()
+        state, worker = await redis.hmget(docket.runs_key(task_key), ["state", "worker"])
+        if state != b"running" or not worker:
+            return None
+        seen = await redis.zscore(docket.workers_set, worker)
+        if seen is not None and seen >= time.time() - window:
+            return None
+        attempts = await redis.get(docket.key(f"pipelines:attempts:{task_key}"))
+    if attempts is not None and int(attempts) >= MAX_ATTEMPTS:
+        return WORKER_STOPPED_AGAIN
+    return WORKER_STOPPED
