@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -24,9 +23,10 @@ import pytest
 from fastmcp import Client
 
 from servers.settings import PROJECT_ROOT, GatewaySettings
+from tests.deploy import RedisServer
 from tests.pipeline_processes import alive, wait_until_gone
 from tests.test_pipelines_redis import task_worker
-from tests.test_replicas_redis import PASSWORD, RedisServer
+from tests.test_replicas_redis import PASSWORD, redis_server  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +36,7 @@ BOUND_S = 120  # generous: worker start-ups and runs on a loaded 2-core machine
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def deployment(redis_server: RedisServer, data_dir: Path, tmp_path: Path) -> dict:
+def deployment(redis_server: RedisServer, data_dir: Path, tmp_path: Path) -> dict:  # noqa: F811
     """Settings shared by the gateway and its task workers: the Redis queue, a short
     redelivery, and a pipelines folder with only the slow pipeline."""
     folder = tmp_path / "slow_pipelines"
