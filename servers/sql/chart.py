@@ -75,7 +75,9 @@ def add_chart_tools(mcp: FastMCP, engine: Engine, settings: GatewaySettings) -> 
                 follow = follow_up(plan, statement, charts, page)
                 if follow is not None:
                     query, page = follow, await fetch(follow)
-            return await renderer.draw(collect(plan, query, page, charts))
+            # Shaping the points loads pyarrow on the first chart: off the event loop too.
+            points = await anyio.to_thread.run_sync(collect, plan, query, page, charts)
+            return await renderer.draw(points)
         except (ChartError, RenderTimeout) as exc:
             raise ToolError(str(exc)) from None
         except TimeoutError:  # fail_after's; the engine's own arrive as ToolErrors from guarded
