@@ -205,10 +205,10 @@ class Reporter:
     async def progress(self, done: int, total: int, node: str) -> None:
         self.entry["progress"] = f"{done}/{total} nodes done, last {node}"
         if self.ctx is not None:
-            message = f"{self.pipeline}: {done}/{total} nodes done, last {node}"
-            if self.note:
-                message = f"{self.pipeline} ({self.note}): {done}/{total} nodes done, last {node}"
-            await self.ctx.report_progress(done, total, message)
+            label = f"{self.pipeline} ({self.note})" if self.note else self.pipeline
+            await self.ctx.report_progress(
+                done, total, f"{label}: {done}/{total} nodes done, last {node}"
+            )
 
     async def log(self, message: str) -> None:
         if self.ctx is not None and not self.ctx.is_background_task:
