@@ -155,9 +155,17 @@ async def test_drawing_a_ten_million_row_chart_leaves_the_event_loop_free(gatewa
     async with Client(gateway) as client, anyio.create_task_group() as group:
         stop = anyio.Event()
         group.start_soon(tick, stop)
+        started = time.perf_counter()
         await client.call_tool("sql_chart", {"sql": TEN_MILLION, "kind": "line"})
+        elapsed = time.perf_counter() - started
         stop.set()
-    assert longest_gap < 0.5
+    # Relative, so that a busy machine's scheduling does not count: work done on the event
+    # loop (a blocking draw, a library loaded there) stalls it for a large part of the call
+    # (4.2 s of 7.3 s when pyarrow was loaded there); beside two CPU hogs the worst gap of a
+    # free loop was 0.7 s of about 7 s.
+    assert longest_gap < elapsed / 4, (
+        f"the event loop stalled {longest_gap:.2f} s of {elapsed:.2f} s"
+    )
 
 
 async def test_a_chart_whose_query_runs_past_its_timeout_is_stopped_with_a_clear_tool_error(
