@@ -208,14 +208,13 @@ class Replicas:
     ) -> dict:
         """Newest first, from every process of the deployment (or this one, saying so)."""
         answered = process_name()
-        if self.redis is None:
+
+        def this_process(note: str) -> dict:
             calls = self.audit.recent_calls(limit, tool, client, errors_only)
-            return {
-                "scope": THIS_PROCESS,
-                "answered_by": answered,
-                "note": NO_REDIS,
-                "calls": calls,
-            }
+            return {"scope": THIS_PROCESS, "answered_by": answered, "note": note, "calls": calls}
+
+        if self.redis is None:
+            return this_process(NO_REDIS)
         raw = None
         if await self.flush():
             try:
@@ -224,13 +223,7 @@ class Replicas:
             except _redis_errors() as exc:
                 self._reached(False, exc)
         if raw is None:
-            calls = self.audit.recent_calls(limit, tool, client, errors_only)
-            return {
-                "scope": THIS_PROCESS,
-                "answered_by": answered,
-                "note": UNREACHABLE,
-                "calls": calls,
-            }
+            return this_process(UNREACHABLE)
         calls = []
         for item in raw:
             record = json.loads(item)
